@@ -1,0 +1,305 @@
+"""The scheduler: from a run's state and a command, the events that follow.
+
+:func:`handle` turns a command into events; :func:`decide` derives the events that the
+current state calls for (steps newly needed, started, skipped, retried; the run's end). Both
+apply each event to the state as they emit it, so the state afterwards is exactly the fold of
+the journal with those events appended: the caller appends them in the returned order.
+
+Evaluation is lazy: a step is needed only when the output, a ``mustExecute`` flag or a needed
+step's input asks for it, and an ``$if`` asks only for the branch it takes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from stepflow_stream.core.events import (
+    CancelRun,
+    Command,
+    ErrorInfo,
+    Event,
+    RunCancelled,
+    RunCancelRequested,
+    RunCompleted,
+    RunCreated,
+    RunFailed,
+    StepCompleted,
+    StepFailed,
+    StepsNeeded,
+    StepSkipped,
+    StepStarted,
+    SubmitRun,
+    TaskResult,
+)
+from stepflow_stream.core.expressions import SKIPPED, Pending, Scope
+from stepflow_stream.core.flow import Flow, Step
+from stepflow_stream.core.jsonvalue import JSON
+from stepflow_stream.core.schema import describe
+from stepflow_stream.core.state import RunState, RunStatus, StepState, StepStatus, apply
+from stepflow_stream.errors import ComponentError, ErrorCode
+
+_OUTPUT = "$output"
+
+
+class Router(Protocol):
+    """Chooses the plugin for a component call (implemented by the config's routes)."""
+
+    def route(self, component: str, input: JSON) -> tuple[str, str]:
+        """``(plugin name, component name within the plugin)``; raises ComponentError."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """What the scheduler needs besides state: the flow and how to route its components."""
+
+    flow: Flow
+    router: Router
+
+
+def task_id_for(run_id: str, step_id: str, attempt: int) -> str:
+    """Task ids are derived, not drawn, so a replayed decision gives the same id."""
+    return f"{run_id}/{step_id}/{attempt}"
+
+
+class _Emitter:
+    __slots__ = ("events", "now", "state")
+
+    def __init__(self, state: RunState, now: int) -> None:
+        self.state = state
+        self.now = now
+        self.events: list[Event] = []
+
+    def __call__(self, cls: type[Event], **fields: Any) -> None:
+        event = cls(self.state.run_id, self.state.next_seq, self.now, **fields)
+        apply(self.state, event)
+        self.events.append(event)
+
+
+def handle(plan: RunPlan | None, state: RunState, command: Command, now: int) -> list[Event]:
+    """The events a command causes, applied to ``state``; empty when it changes nothing.
+
+    ``plan`` may be None only for a SubmitRun whose flow is unknown (it then fails the run).
+    """
+    emit = _Emitter(state, now)
+    if isinstance(command, SubmitRun):
+        if state.next_seq > 0:
+            return []
+        emit(
+            RunCreated,
+            flow_id=command.flow_id,
+            input=command.input,
+            variables=command.variables,
+            parent_run_id=command.parent_run_id,
+            parent_step_id=command.parent_step_id,
+            batch_id=command.batch_id,
+            batch_index=command.batch_index,
+        )
+        if plan is not None and plan.flow.input_schema is not None:
+            violations = plan.flow.input_schema.violations(command.input)
+            if violations:
+                message = f"flow input does not match the input schema: {describe(violations)}"
+                emit(RunFailed, error=ErrorInfo(ErrorCode.INVALID_INPUT, message))
+                return emit.events
+    elif isinstance(command, TaskResult):
+        step_id = state.running_tasks.get(command.task_id)
+        if step_id is None or state.status is not RunStatus.RUNNING or plan is None:
+            return []
+        _task_result(plan.flow.steps_by_id[step_id], state.steps[step_id], command, emit)
+    elif isinstance(command, CancelRun):
+        if state.terminal or state.cancel_requested or state.next_seq == 0:
+            return []
+        emit(RunCancelRequested, reason=command.reason)
+    if plan is None:
+        emit(RunFailed, error=ErrorInfo(ErrorCode.INTERNAL, f"unknown flow {state.flow_id}"))
+        return emit.events
+    _decide(plan, state, emit)
+    return emit.events
+
+
+def decide(plan: RunPlan, state: RunState, now: int) -> list[Event]:
+    """The events the state calls for, applied to ``state``. Idempotent: a second call with
+    no change in between returns nothing."""
+    emit = _Emitter(state, now)
+    _decide(plan, state, emit)
+    return emit.events
+
+
+def _task_result(step: Step, step_state: StepState, result: TaskResult, emit: _Emitter) -> None:
+    task_id = result.task_id
+    if result.error is not None:
+        emit(
+            StepFailed,
+            step_id=step.id,
+            task_id=task_id,
+            attempt=step_state.attempt,
+            error=result.error,
+            retryable=result.retryable,
+        )
+        return
+    if step.output_schema is not None:
+        violations = step.output_schema.violations(result.output)
+        if violations:
+            message = f"output does not match the step's output schema: {describe(violations)}"
+            error = ErrorInfo(ErrorCode.VALIDATION_FAILED, message)
+            emit(StepFailed, step_id=step.id, task_id=task_id, attempt=step_state.attempt,
+                 error=error, retryable=False)
+            return
+    emit(StepCompleted, step_id=step.id, task_id=task_id, output=result.output)
+
+
+def _decide(plan: RunPlan, state: RunState, emit: _Emitter) -> None:
+    if state.status is not RunStatus.RUNNING:
+        return
+    if state.cancel_requested:
+        emit(RunCancelled, reason="cancelled by request")
+        return
+    flow = plan.flow
+    if not state.steps:
+        must = tuple(step.id for step in flow.steps if step.must_execute)
+        if must:
+            emit(StepsNeeded, step_ids=must)
+    progress = True
+    while progress and state.status is RunStatus.RUNNING:
+        progress = False
+        newly_needed: dict[str, None] = {}
+        for step_id, step_state in list(state.steps.items()):
+            status = step_state.status
+            if status is StepStatus.FAILED:
+                _settle_failure(flow.steps_by_id[step_id], step_state, emit)
+                progress = True
+                if state.status is not RunStatus.RUNNING:
+                    return
+            elif status is StepStatus.BLOCKED:
+                progress |= _advance_blocked(plan, state, flow.steps_by_id[step_id], emit,
+                                             newly_needed)
+        if _try_finish(flow, state, emit, newly_needed):
+            return
+        fresh = tuple(s for s in newly_needed if s not in state.steps)
+        if fresh:
+            emit(StepsNeeded, step_ids=fresh)
+            progress = True
+
+
+def _still_waiting(state: RunState, key: str) -> bool:
+    waiting = state.waiting.get(key)
+    if waiting is None:
+        return False
+    outputs, skipped = state.outputs, state.skipped
+    return not any(dep in outputs or dep in skipped for dep in waiting)
+
+
+def _advance_blocked(
+    plan: RunPlan,
+    state: RunState,
+    step: Step,
+    emit: _Emitter,
+    newly_needed: dict[str, None],
+) -> bool:
+    """Skip or start a blocked step whose inputs are ready; True if it emitted anything."""
+    if _still_waiting(state, step.id):
+        return False
+    scope = Scope(state.input, state.variables, state.outputs, state.skipped)
+    if step.skip is not None:
+        condition = step.skip.evaluate(scope)
+        if type(condition) is Pending:
+            _wait(state, step.id, condition, newly_needed)
+            return False
+        if condition is SKIPPED:
+            emit(StepSkipped, step_id=step.id, reason="skip condition reads a skipped step")
+            return True
+        if condition:
+            emit(StepSkipped, step_id=step.id, reason="skip condition is true")
+            return True
+    value = step.input.evaluate(scope)
+    if type(value) is Pending:
+        _wait(state, step.id, value, newly_needed)
+        return False
+    state.waiting.pop(step.id, None)
+    if value is SKIPPED:
+        emit(StepSkipped, step_id=step.id, reason="input references a skipped step")
+        return True
+    _start(plan, state, step, value, 1, emit)
+    return True
+
+
+def _wait(state: RunState, key: str, pending: Pending, newly_needed: dict[str, None]) -> None:
+    state.waiting[key] = pending.steps
+    for dep in sorted(pending.steps):
+        if dep not in state.steps:
+            newly_needed[dep] = None
+
+
+def _start(
+    plan: RunPlan, state: RunState, step: Step, value: JSON, attempt: int, emit: _Emitter
+) -> None:
+    task_id = task_id_for(state.run_id, step.id, attempt)
+    if step.input_schema is not None:
+        violations = step.input_schema.violations(value)
+        if violations:
+            message = f"input does not match the step's input schema: {describe(violations)}"
+            emit(StepFailed, step_id=step.id, task_id=task_id, attempt=attempt,
+                 error=ErrorInfo(ErrorCode.INVALID_INPUT, message), retryable=False)
+            return
+    try:
+        plugin, component = plan.router.route(step.component, value)
+    except ComponentError as exc:
+        emit(StepFailed, step_id=step.id, task_id=task_id, attempt=attempt,
+             error=ErrorInfo(exc.code, exc.message, exc.data), retryable=False)
+        return
+    emit(StepStarted, step_id=step.id, task_id=task_id, attempt=attempt, component=component,
+         plugin=plugin, input=value)
+
+
+def _settle_failure(step: Step, step_state: StepState, emit: _Emitter) -> None:
+    """Apply the step's ``onError`` to its failed attempt."""
+    policy = step.on_error
+    error = step_state.error or ErrorInfo(ErrorCode.INTERNAL, "step failed without an error")
+    if (
+        policy.action == "retry"
+        and step_state.retryable
+        and step_state.attempt <= policy.max_retries
+    ):
+        attempt = step_state.attempt + 1
+        emit(StepStarted, step_id=step.id, task_id=task_id_for(emit.state.run_id, step.id,
+                                                                attempt),
+             attempt=attempt, component=step_state.component, plugin=step_state.plugin,
+             input=step_state.input)
+    elif policy.action == "useDefault":
+        emit(StepCompleted, step_id=step.id, task_id=step_state.task_id or "",
+             output=policy.default_value, from_default=True)
+    elif policy.action == "skip":
+        emit(StepSkipped, step_id=step.id, reason=f"failed and onError is skip: {error.message}")
+    else:
+        message = f"step '{step.id}' failed: {error.message}"
+        emit(RunFailed, error=ErrorInfo(error.code, message, error.data))
+
+
+def _try_finish(
+    flow: Flow, state: RunState, emit: _Emitter, newly_needed: dict[str, None]
+) -> bool:
+    """Complete the run when its output is ready and every mustExecute step has settled."""
+    if _still_waiting(state, _OUTPUT):
+        return False
+    scope = Scope(state.input, state.variables, state.outputs, state.skipped,
+                  skipped_as_null=True)
+    value = flow.output.evaluate(scope)
+    if type(value) is Pending:
+        _wait(state, _OUTPUT, value, newly_needed)
+        return False
+    state.waiting.pop(_OUTPUT, None)
+    for step_id in state.steps:
+        step_state = state.steps[step_id]
+        if step_state.status in (StepStatus.BLOCKED, StepStatus.RUNNING, StepStatus.FAILED) and (
+            flow.steps_by_id[step_id].must_execute
+        ):
+            return False
+    if flow.output_schema is not None:
+        violations = flow.output_schema.violations(value)
+        if violations:
+            message = f"flow output does not match the output schema: {describe(violations)}"
+            emit(RunFailed, error=ErrorInfo(ErrorCode.VALIDATION_FAILED, message))
+            return True
+    emit(RunCompleted, result=value)
+    return True
