@@ -1,0 +1,1 @@
+"""Plugins: where component calls go (builtin, mock, and the HTTP and Kafka plugins later)."""
