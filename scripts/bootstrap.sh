@@ -9,7 +9,13 @@ if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv" >&2
 fi
 if [ ! -f "$stamp" ] || [ "$repo_root/pyproject.toml" -nt "$stamp" ]; then
-    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$venv/bin/python" -m pip install --quiet -e "$repo_root[$extras]" >&2
+    echo "installing stepflow-stream[$extras] into $venv ..." >&2
+    log="$venv/install.log"
+    if ! { "$venv/bin/python" -m pip install --upgrade pip setuptools wheel &&
+           "$venv/bin/python" -m pip install -e "$repo_root[$extras]"; } >"$log" 2>&1; then
+        cat "$log" >&2
+        echo "error: installing stepflow-stream failed (log above, also in $log)" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi

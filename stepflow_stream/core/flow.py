@@ -70,6 +70,8 @@ class TestCase:
     output: JSON
     description: str | None = None
     line: int | None = None
+    variables: JSONObject = field(default_factory=dict)
+    """Variables for this case (an extension: Stepflow's cases have none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,6 +394,7 @@ class _FlowParser:
                     output=plain(case.get("output")),
                     description=_optional_str(case.get("description")),
                     line=line_of(case),
+                    variables=plain(case.get("variables") or {}),
                 )
             )
         config = doc.get("config")

@@ -26,8 +26,8 @@ from stepflow_stream.core.events import (
     RunFailed,
     StepCompleted,
     StepFailed,
-    StepsNeeded,
     StepSkipped,
+    StepsNeeded,
     StepStarted,
     SubmitRun,
     TaskResult,
@@ -200,7 +200,7 @@ def _advance_blocked(
     """Skip or start a blocked step whose inputs are ready; True if it emitted anything."""
     if _still_waiting(state, step.id):
         return False
-    scope = Scope(state.input, state.variables, state.outputs, state.skipped)
+    scope = Scope(state.input, state.visible_variables(), state.outputs, state.skipped)
     if step.skip is not None:
         condition = step.skip.evaluate(scope)
         if type(condition) is Pending:
@@ -282,7 +282,7 @@ def _try_finish(
     """Complete the run when its output is ready and every mustExecute step has settled."""
     if _still_waiting(state, _OUTPUT):
         return False
-    scope = Scope(state.input, state.variables, state.outputs, state.skipped,
+    scope = Scope(state.input, state.visible_variables(), state.outputs, state.skipped,
                   skipped_as_null=True)
     value = flow.output.evaluate(scope)
     if type(value) is Pending:

@@ -87,7 +87,7 @@ def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode) -> Locat
 
 _LocatingLoader.add_constructor(
     yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
-    _construct_mapping,  # type: ignore[arg-type]
+    _construct_mapping,
 )
 
 
@@ -99,7 +99,7 @@ def parse_document(
     Raises ``error`` naming the file, the line and what the parser expected.
     """
     try:
-        return yaml.load(text, Loader=_LocatingLoader)  # noqa: S506 - a SafeLoader subclass
+        return yaml.load(text, Loader=_LocatingLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

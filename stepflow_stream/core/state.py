@@ -6,9 +6,10 @@ is already applied (so re-delivered events change nothing) and refuses a gap.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
+from typing import Any
 
 from stepflow_stream.core.events import (
     ErrorInfo,
@@ -21,15 +22,15 @@ from stepflow_stream.core.events import (
     RunFailed,
     StepCompleted,
     StepFailed,
-    StepsNeeded,
     StepSkipped,
+    StepsNeeded,
     StepStarted,
 )
 from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.errors import JournalError
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -41,7 +42,7 @@ class RunStatus(str, Enum):
         return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
-class StepStatus(str, Enum):
+class StepStatus(StrEnum):
     BLOCKED = "blocked"
     """Needed, waiting for the steps its input or skip condition reads."""
     RUNNING = "running"
@@ -95,12 +96,18 @@ class RunState:
     skipped: set[str] = field(default_factory=set)
     running_tasks: dict[str, str] = field(default_factory=dict)
     """Task id to step id, for the tasks whose results are still awaited."""
+    secrets: dict[str, JSON] = field(default_factory=dict, compare=False, repr=False)
+    """Secret variable values, supplied by the runtime: the journal holds them redacted."""
     waiting: dict[str, frozenset[str]] = field(default_factory=dict, compare=False)
     """Scheduler memo (not journal state): what each blocked step or the output waits for."""
 
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    def visible_variables(self) -> JSONObject:
+        """The variables expressions see: the journal's, with secrets filled in."""
+        return {**self.variables, **self.secrets} if self.secrets else self.variables
 
 
 def apply(state: RunState, event: Event) -> RunState:
@@ -222,7 +229,7 @@ def _run_cancelled(state: RunState, event: RunCancelled) -> None:
     _finish(state, RunStatus.CANCELLED, FlowResult(error=error), event.timestamp)
 
 
-_APPLY = {
+_APPLY: dict[type[Event], Callable[[RunState, Any], None]] = {
     RunCreated: _run_created,
     StepsNeeded: _steps_needed,
     StepStarted: _step_started,

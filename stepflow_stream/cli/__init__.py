@@ -1,0 +1,1 @@
+"""The ``stepflow-stream`` command line."""

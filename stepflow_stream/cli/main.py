@@ -1,0 +1,111 @@
+"""The ``stepflow-stream`` command: argument parsing, and errors turned into exit codes.
+
+Exit codes: 0 ok, 1 a run (or a test) failed, 2 bad input. Bad input is reported as one line
+naming the file, line, step or field; never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from stepflow_stream.cli import inspect, run
+from stepflow_stream.cli.loading import load_flow, load_run_config
+from stepflow_stream.errors import StepflowError, UserInputError
+from stepflow_stream.flowtests import CaseOutcome, run_tests
+from stepflow_stream.journal.memory import MemoryBlobStore, MemoryJournal
+from stepflow_stream.runtime.embedded import EmbeddedRuntime
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with 2 and one line, like every other bad input."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="stepflow-stream",
+                     description="Run Stepflow flows on a durable, event-sourced engine.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run_parser = commands.add_parser("run", help="run a flow on the embedded runtime")
+    run.add_arguments(run_parser)
+    run_parser.set_defaults(handler=run.command)
+
+    test_parser = commands.add_parser("test", help="run the test cases inside flow files")
+    test_parser.add_argument("paths", nargs="+", type=Path)
+    test_parser.set_defaults(handler=_test_command)
+
+    validate_parser = commands.add_parser("validate", help="check a flow and its config")
+    validate_parser.add_argument("flow", type=Path)
+    validate_parser.add_argument("--config", type=Path)
+    validate_parser.set_defaults(handler=_validate_command)
+
+    runs_parser = commands.add_parser("runs", help="list and inspect runs")
+    runs_commands = runs_parser.add_subparsers(dest="runs_command", required=True,
+                                               parser_class=_Parser)
+    list_parser = runs_commands.add_parser("list", help="recent runs")
+    inspect.add_list_arguments(list_parser)
+    list_parser.set_defaults(handler=inspect.list_command)
+    show_parser = runs_commands.add_parser("show", help="one run, step by step")
+    inspect.add_show_arguments(show_parser)
+    show_parser.set_defaults(handler=inspect.show_command)
+
+    replay_parser = commands.add_parser("replay", help="a run's timeline and rebuilt state")
+    inspect.add_replay_arguments(replay_parser)
+    replay_parser.set_defaults(handler=inspect.replay_command)
+    return parser
+
+
+def _test_command(args: argparse.Namespace) -> int:
+    def report(outcome: CaseOutcome) -> None:
+        verdict = "PASS" if outcome.passed else "FAIL"
+        detail = f": {outcome.problem}" if outcome.problem else ""
+        print(f"{verdict} {outcome.flow} :: {outcome.case}{detail}", flush=True)
+
+    passed, failed = asyncio.run(run_tests(args.paths, report))
+    print(f"{passed} passed, {failed} failed")
+    return EXIT_OK if failed == 0 and passed > 0 else EXIT_FAILED
+
+
+def _validate_command(args: argparse.Namespace) -> int:
+    flow = load_flow(args.flow)
+    config = load_run_config(args.config, args.flow)
+
+    async def check() -> None:
+        EmbeddedRuntime(config, MemoryJournal(), MemoryBlobStore()).check_flow(flow)
+
+    asyncio.run(check())
+    for warning in (*flow.warnings, *config.warnings):
+        print(f"warning: {warning}", file=sys.stderr)
+    cases = len(flow.test.cases) if flow.test else 0
+    print(f"ok: {args.flow}: {len(flow.steps)} steps, {cases} test cases")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.handler(args)
+    except UserInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except StepflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""``stepflow-stream run``: one input, or a batch from a JSON Lines file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from stepflow_stream.cli.loading import (
+    load_flow,
+    load_input_file,
+    load_run_config,
+    open_store,
+    parse_input_json,
+    parse_variables,
+    read_jsonl,
+)
+from stepflow_stream.config import Config
+from stepflow_stream.core.flow import Flow
+from stepflow_stream.core.jsonvalue import JSON, JSONObject
+from stepflow_stream.core.schema import describe
+from stepflow_stream.errors import InputError, Location
+from stepflow_stream.runtime.batch import BatchProgress, run_batch
+from stepflow_stream.runtime.embedded import EmbeddedOptions, EmbeddedRuntime
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("flow", type=Path, help="the flow file (YAML or JSON)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", help="the input as JSON")
+    source.add_argument("--input-file", type=Path, help="a JSON or YAML file holding the input")
+    source.add_argument("--inputs", type=Path, help="a JSON Lines file: one run per line")
+    parser.add_argument("--output", type=Path, help="with --inputs: where results go (JSONL)")
+    parser.add_argument("--max-concurrency", type=int, default=64,
+                        help="with --inputs: runs in flight at once (default 64)")
+    parser.add_argument("--config", type=Path, help="the config file")
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable (repeatable); VALUE is JSON or a string")
+    parser.add_argument("--variables-json", help="variables as one JSON object")
+    parser.add_argument("--journal", help="journal: an SQLite path (default "
+                        ".stepflow/journal.db) or 'memory'")
+
+
+def command(args: argparse.Namespace) -> int:
+    flow = load_flow(args.flow)
+    for warning in flow.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    config = load_run_config(args.config, args.flow)
+    variables = parse_variables(args.var, args.variables_json)
+    if args.inputs is not None:
+        if args.max_concurrency < 1:
+            raise InputError("--max-concurrency must be at least 1")
+        inputs = list(read_jsonl(args.inputs))
+        return asyncio.run(_batch(args, flow, config, variables, inputs))
+    if args.input_file is not None:
+        input_value = load_input_file(args.input_file)
+    elif args.input is not None:
+        input_value = parse_input_json(args.input, "--input")
+    else:
+        input_value = {}
+    check_input(flow, input_value)
+    return asyncio.run(_single(args, flow, config, variables, input_value))
+
+
+def check_input(flow: Flow, value: JSON) -> None:
+    """Reject an input that fails the flow's input schema, naming the field and the reason."""
+    if flow.input_schema is None:
+        return
+    violations = flow.input_schema.violations(value)
+    if violations:
+        raise InputError(
+            f"input does not match the flow's input schema: {describe(violations)}",
+            Location(flow.source, field=f"input{violations[0].field[1:]}"),
+        )
+
+
+async def _single(args: argparse.Namespace, flow: Flow, config: Config, variables: JSONObject,
+                  input_value: JSON) -> int:
+    async with open_store(args.journal) as (journal, blobs):
+        runtime = EmbeddedRuntime(config, journal, blobs, EmbeddedOptions())
+        async with runtime:
+            run_id = await runtime.submit(flow, input_value, variables)
+            print(f"run id: {run_id}", file=sys.stderr)
+            result = await runtime.wait(run_id)
+    print(json.dumps(result.to_json(), ensure_ascii=False))
+    return 0 if result.ok else 1
+
+
+async def _batch(args: argparse.Namespace, flow: Flow, config: Config, variables: JSONObject,
+                 inputs: Sequence[JSON]) -> int:
+    out: IO[str] = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
+    progress = _ProgressBar(len(inputs)) if sys.stderr.isatty() else None
+    failed = 0
+    try:
+        async with open_store(args.journal) as (journal, blobs):
+            runtime = EmbeddedRuntime(config, journal, blobs, EmbeddedOptions())
+            async with runtime:
+                batch = run_batch(runtime, flow, inputs, variables,
+                                  max_concurrency=args.max_concurrency,
+                                  on_progress=progress.update if progress else None)
+                async for _, result in batch:
+                    failed += not result.ok
+                    out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+                print(f"batch id: {batch.batch_id}", file=sys.stderr)
+    finally:
+        if progress is not None:
+            progress.close()
+        if out is not sys.stdout:
+            out.close()
+    print(f"{len(inputs) - failed} succeeded, {failed} failed", file=sys.stderr)
+    return 0 if failed == 0 else 1
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr: done, failed, rate and ETA."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.started = time.monotonic()
+        self.last_draw = 0.0
+
+    def update(self, progress: BatchProgress) -> None:
+        now = time.monotonic()
+        if now - self.last_draw < 0.1 and progress.done < self.total:
+            return
+        self.last_draw = now
+        elapsed = max(now - self.started, 1e-9)
+        rate = progress.done / elapsed
+        eta = (self.total - progress.done) / rate if rate > 0 else 0.0
+        width = 30
+        filled = int(width * progress.done / max(self.total, 1))
+        bar = "#" * filled + "-" * (width - filled)
+        sys.stderr.write(
+            f"\r[{bar}] {progress.done}/{self.total} done, {progress.failed} failed, "
+            f"{rate:,.0f}/s, ETA {eta:,.0f}s "
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        sys.stderr.write("\n")

@@ -1,0 +1,61 @@
+"""The config: plugins, the routes from component paths to them, and runtime settings."""
+
+from stepflow_stream.config.loader import (
+    CONFIG_FILE_NAMES,
+    default_config,
+    expand_env,
+    find_config_file,
+    load_config,
+    parse_config,
+    parse_config_document,
+)
+from stepflow_stream.config.model import (
+    PLUGIN_TYPES,
+    BackoffType,
+    Config,
+    PluginConfig,
+    PluginType,
+    RetryConfig,
+    RuntimeConfig,
+    RuntimeType,
+    StateStoreConfig,
+    StateStoreType,
+)
+from stepflow_stream.config.routes import (
+    Route,
+    RouteCondition,
+    RoutePattern,
+    RoutePatternError,
+    RouteRule,
+    RouteTable,
+    compile_pattern,
+    parse_routes,
+)
+
+__all__ = [
+    "CONFIG_FILE_NAMES",
+    "PLUGIN_TYPES",
+    "BackoffType",
+    "Config",
+    "PluginConfig",
+    "PluginType",
+    "RetryConfig",
+    "Route",
+    "RouteCondition",
+    "RoutePattern",
+    "RoutePatternError",
+    "RouteRule",
+    "RouteTable",
+    "RuntimeConfig",
+    "RuntimeType",
+    "StateStoreConfig",
+    "StateStoreType",
+    "compile_pattern",
+    "default_config",
+    "expand_env",
+    "find_config_file",
+    "load_config",
+    "parse_config",
+    "parse_config_document",
+    "parse_routes",
+]

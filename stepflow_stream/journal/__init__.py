@@ -1,0 +1,1 @@
+"""Journal adapters: where events are kept (memory, SQLite), and their Avro encoding."""

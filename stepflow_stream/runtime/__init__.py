@@ -1,0 +1,1 @@
+"""Runtimes: the embedded one here; the distributed one lives with the agents."""
