@@ -197,7 +197,8 @@ def _advance_blocked(
     emit: _Emitter,
     newly_needed: dict[str, None],
 ) -> bool:
-    """Skip or start a blocked step whose inputs are ready; True if it emitted anything."""
+    """Skip or start a blocked step whose inputs are ready; True if it settled the step (a
+    skip, or a failure to start), which may unblock others."""
     if _still_waiting(state, step.id):
         return False
     scope = Scope(state.input, state.visible_variables(), state.outputs, state.skipped)
@@ -221,7 +222,7 @@ def _advance_blocked(
         emit(StepSkipped, step_id=step.id, reason="input references a skipped step")
         return True
     _start(plan, state, step, value, 1, emit)
-    return True
+    return state.steps[step.id].status is not StepStatus.RUNNING
 
 
 def _wait(state: RunState, key: str, pending: Pending, newly_needed: dict[str, None]) -> None:

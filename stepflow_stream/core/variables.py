@@ -30,10 +30,16 @@ class ResolvedVariables:
         return {k: ("[redacted]" if k in self.secrets else v) for k, v in self.values.items()}
 
 
+_NO_VARIABLES = ResolvedVariables({}, frozenset())
+
+
 def resolve_variables(
     flow: Flow, provided: Mapping[str, JSON], env: Mapping[str, str]
 ) -> ResolvedVariables:
     """Resolve the variables a run of ``flow`` sees; raises :class:`InputError`."""
+    if not provided and flow.variables_schema is None and not flow.variable_refs \
+            and not flow.variable_defaults:
+        return _NO_VARIABLES
     schema = flow.variables_schema or {}
     properties: dict[str, JSONObject] = schema.get("properties") or {}
     values: JSONObject = {}

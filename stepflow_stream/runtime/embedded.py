@@ -15,6 +15,7 @@ import asyncio
 import os
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +62,9 @@ class EmbeddedOptions:
     """Where ``env_var`` variables and secrets are read from."""
 
 
+_FINISHED_KEPT = 10_000
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -93,6 +97,8 @@ class EmbeddedRuntime:
             config, self.options.base_dir
         )
         self._active: dict[str, _ActiveRun] = {}
+        # Runs that finished recently, so a wait() right after the end needs no journal read.
+        self._finished: OrderedDict[str, _ActiveRun] = OrderedDict()
         self._plans: dict[str, RunPlan] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.options.max_concurrency)
@@ -208,7 +214,7 @@ class EmbeddedRuntime:
 
     async def wait(self, run_id: str) -> FlowResult:
         """The run's FlowResult, once its terminal event is durable."""
-        run = self._active.get(run_id)
+        run = self._active.get(run_id) or self._finished.get(run_id)
         if run is None:
             summary = await self.journal.get_run(run_id)
             if summary is not None and summary.result is not None:
@@ -286,6 +292,9 @@ class EmbeddedRuntime:
         state = run.state
         if state.terminal:
             self._active.pop(state.run_id, None)
+            self._finished[state.run_id] = run
+            if len(self._finished) > _FINISHED_KEPT:
+                self._finished.popitem(last=False)
             result = state.result
             assert result is not None
 
