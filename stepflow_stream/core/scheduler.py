@@ -156,38 +156,45 @@ def _decide(plan: RunPlan, state: RunState, emit: _Emitter) -> None:
         emit(RunCancelled, reason="cancelled by request")
         return
     flow = plan.flow
+    if not state.scheduled:
+        _rebuild_memo(flow, state, emit)
+    dirty = state.dirty
+    newly_needed: dict[str, None] = {}
+    while state.status is RunStatus.RUNNING:
+        if not dirty:
+            fresh = tuple(s for s in newly_needed if s not in state.steps)
+            if not fresh:
+                return
+            newly_needed.clear()
+            emit(StepsNeeded, step_ids=fresh)
+            continue
+        key = dirty.popleft()
+        if key == _OUTPUT:
+            _try_finish(flow, state, emit, newly_needed)
+            continue
+        step_state = state.steps[key]
+        if step_state.status is StepStatus.FAILED:
+            _settle_failure(flow.steps_by_id[key], step_state, emit)
+        elif step_state.status is StepStatus.BLOCKED:
+            _advance_blocked(plan, state, flow.steps_by_id[key], emit, newly_needed)
+
+
+def _rebuild_memo(flow: Flow, state: RunState, emit: _Emitter) -> None:
+    """After a fold (or at the start) nothing is known of who waits: look at everything once."""
+    state.scheduled = True
+    state.waiters.clear()
+    state.dirty.clear()
     if not state.steps:
         must = tuple(step.id for step in flow.steps if step.must_execute)
         if must:
             emit(StepsNeeded, step_ids=must)
-    progress = True
-    while progress and state.status is RunStatus.RUNNING:
-        progress = False
-        newly_needed: dict[str, None] = {}
-        for step_id, step_state in list(state.steps.items()):
-            status = step_state.status
-            if status is StepStatus.FAILED:
-                _settle_failure(flow.steps_by_id[step_id], step_state, emit)
-                progress = True
-                if state.status is not RunStatus.RUNNING:
-                    return
-            elif status is StepStatus.BLOCKED:
-                progress |= _advance_blocked(plan, state, flow.steps_by_id[step_id], emit,
-                                             newly_needed)
-        if _try_finish(flow, state, emit, newly_needed):
-            return
-        fresh = tuple(s for s in newly_needed if s not in state.steps)
-        if fresh:
-            emit(StepsNeeded, step_ids=fresh)
-            progress = True
-
-
-def _still_waiting(state: RunState, key: str) -> bool:
-    waiting = state.waiting.get(key)
-    if waiting is None:
-        return False
-    outputs, skipped = state.outputs, state.skipped
-    return not any(dep in outputs or dep in skipped for dep in waiting)
+    state.dirty.extend(
+        step_id
+        for step_id, step_state in state.steps.items()
+        if step_state.status in (StepStatus.BLOCKED, StepStatus.FAILED)
+        and step_id not in state.dirty
+    )
+    state.dirty.append(_OUTPUT)
 
 
 def _advance_blocked(
@@ -196,38 +203,33 @@ def _advance_blocked(
     step: Step,
     emit: _Emitter,
     newly_needed: dict[str, None],
-) -> bool:
-    """Skip or start a blocked step whose inputs are ready; True if it settled the step (a
-    skip, or a failure to start), which may unblock others."""
-    if _still_waiting(state, step.id):
-        return False
+) -> None:
+    """Skip or start a blocked step whose inputs are ready, or note what it waits for."""
     scope = Scope(state.input, state.visible_variables(), state.outputs, state.skipped)
     if step.skip is not None:
         condition = step.skip.evaluate(scope)
         if type(condition) is Pending:
             _wait(state, step.id, condition, newly_needed)
-            return False
+            return
         if condition is SKIPPED:
             emit(StepSkipped, step_id=step.id, reason="skip condition reads a skipped step")
-            return True
+            return
         if condition:
             emit(StepSkipped, step_id=step.id, reason="skip condition is true")
-            return True
+            return
     value = step.input.evaluate(scope)
     if type(value) is Pending:
         _wait(state, step.id, value, newly_needed)
-        return False
-    state.waiting.pop(step.id, None)
+        return
     if value is SKIPPED:
         emit(StepSkipped, step_id=step.id, reason="input references a skipped step")
-        return True
+        return
     _start(plan, state, step, value, 1, emit)
-    return state.steps[step.id].status is not StepStatus.RUNNING
 
 
 def _wait(state: RunState, key: str, pending: Pending, newly_needed: dict[str, None]) -> None:
-    state.waiting[key] = pending.steps
     for dep in sorted(pending.steps):
+        state.waiters.setdefault(dep, {})[key] = None
         if dep not in state.steps:
             newly_needed[dep] = None
 
@@ -279,28 +281,27 @@ def _settle_failure(step: Step, step_state: StepState, emit: _Emitter) -> None:
 
 def _try_finish(
     flow: Flow, state: RunState, emit: _Emitter, newly_needed: dict[str, None]
-) -> bool:
+) -> None:
     """Complete the run when its output is ready and every mustExecute step has settled."""
-    if _still_waiting(state, _OUTPUT):
-        return False
     scope = Scope(state.input, state.visible_variables(), state.outputs, state.skipped,
                   skipped_as_null=True)
     value = flow.output.evaluate(scope)
     if type(value) is Pending:
         _wait(state, _OUTPUT, value, newly_needed)
-        return False
-    state.waiting.pop(_OUTPUT, None)
-    for step_id in state.steps:
-        step_state = state.steps[step_id]
-        if step_state.status in (StepStatus.BLOCKED, StepStatus.RUNNING, StepStatus.FAILED) and (
-            flow.steps_by_id[step_id].must_execute
-        ):
-            return False
+        return
+    unsettled = [
+        step_id
+        for step_id, step_state in state.steps.items()
+        if step_state.status in (StepStatus.BLOCKED, StepStatus.RUNNING, StepStatus.FAILED)
+        and flow.steps_by_id[step_id].must_execute
+    ]
+    if unsettled:
+        _wait(state, _OUTPUT, Pending(frozenset(unsettled)), newly_needed)
+        return
     if flow.output_schema is not None:
         violations = flow.output_schema.violations(value)
         if violations:
             message = f"flow output does not match the output schema: {describe(violations)}"
             emit(RunFailed, error=ErrorInfo(ErrorCode.VALIDATION_FAILED, message))
-            return True
+            return
     emit(RunCompleted, result=value)
-    return True

@@ -6,6 +6,7 @@ is already applied (so re-delivered events change nothing) and refuses a gap.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -98,8 +99,12 @@ class RunState:
     """Task id to step id, for the tasks whose results are still awaited."""
     secrets: dict[str, JSON] = field(default_factory=dict, compare=False, repr=False)
     """Secret variable values, supplied by the runtime: the journal holds them redacted."""
-    waiting: dict[str, frozenset[str]] = field(default_factory=dict, compare=False)
-    """Scheduler memo (not journal state): what each blocked step or the output waits for."""
+    # Scheduler memo, not journal state: which keys (step ids, or the output) wait for which
+    # steps, and which keys need another look. It makes each decision cost what changed rather
+    # than the size of the flow; after a fold it is empty and the scheduler rebuilds it.
+    scheduled: bool = field(default=False, compare=False, repr=False)
+    waiters: dict[str, dict[str, None]] = field(default_factory=dict, compare=False, repr=False)
+    dirty: deque[str] = field(default_factory=deque, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -153,6 +158,13 @@ def _steps_needed(state: RunState, event: StepsNeeded) -> None:
     for step_id in event.step_ids:
         if step_id not in state.steps:
             state.steps[step_id] = StepState(needed_at=event.timestamp)
+            state.dirty.append(step_id)
+
+
+def _wake(state: RunState, step_id: str) -> None:
+    waiters = state.waiters.pop(step_id, None)
+    if waiters:
+        state.dirty.extend(waiters)
 
 
 def _step(state: RunState, step_id: str) -> StepState:
@@ -183,6 +195,7 @@ def _step_completed(state: RunState, event: StepCompleted) -> None:
     step.finished_at = event.timestamp
     state.outputs[event.step_id] = event.output
     state.running_tasks.pop(event.task_id, None)
+    _wake(state, event.step_id)
 
 
 def _step_failed(state: RunState, event: StepFailed) -> None:
@@ -193,6 +206,7 @@ def _step_failed(state: RunState, event: StepFailed) -> None:
     step.retryable = event.retryable
     step.finished_at = event.timestamp
     state.running_tasks.pop(event.task_id, None)
+    state.dirty.append(event.step_id)
 
 
 def _step_skipped(state: RunState, event: StepSkipped) -> None:
@@ -203,6 +217,7 @@ def _step_skipped(state: RunState, event: StepSkipped) -> None:
     state.skipped.add(event.step_id)
     if step.task_id is not None:
         state.running_tasks.pop(step.task_id, None)
+    _wake(state, event.step_id)
 
 
 def _finish(state: RunState, status: RunStatus, result: FlowResult, timestamp: int) -> None:
