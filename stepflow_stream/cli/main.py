@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_arguments(run_parser)
     run_parser.set_defaults(handler=run.command)
 
+    resume_parser = commands.add_parser("resume", help="carry on the journal's unfinished runs")
+    run.add_resume_arguments(resume_parser)
+    resume_parser.set_defaults(handler=run.resume_command)
+
     test_parser = commands.add_parser("test", help="run the test cases inside flow files")
     test_parser.add_argument("paths", nargs="+", type=Path)
     test_parser.set_defaults(handler=_test_command)

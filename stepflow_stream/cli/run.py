@@ -143,3 +143,28 @@ class _ProgressBar:
 
     def close(self) -> None:
         sys.stderr.write("\n")
+
+
+def add_resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="the config file the runs were started with")
+    parser.add_argument("--journal", help="an SQLite journal path (default .stepflow/journal.db)")
+
+
+def resume_command(args: argparse.Namespace) -> int:
+    """Carry on every unfinished run of the journal (after a crash) and print their results."""
+    config = load_run_config(args.config, None)
+
+    async def go() -> int:
+        failed = 0
+        async with open_store(args.journal) as (journal, blobs):
+            runtime = EmbeddedRuntime(config, journal, blobs, EmbeddedOptions())
+            async with runtime:
+                run_ids = await runtime.resume_unfinished()
+                print(f"resuming {len(run_ids)} unfinished runs", file=sys.stderr)
+                for run_id in run_ids:
+                    result = await runtime.wait(run_id)
+                    failed += not result.ok
+                    print(json.dumps({"runId": run_id, **result.to_json()}, ensure_ascii=False))
+        return 0 if failed == 0 else 1
+
+    return asyncio.run(go())

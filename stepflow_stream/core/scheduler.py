@@ -37,6 +37,7 @@ from stepflow_stream.core.flow import Flow, Step
 from stepflow_stream.core.jsonvalue import JSON
 from stepflow_stream.core.schema import describe
 from stepflow_stream.core.state import RunState, RunStatus, StepState, StepStatus, apply
+from stepflow_stream.core.variables import REDACTED
 from stepflow_stream.errors import ComponentError, ErrorCode
 
 _OUTPUT = "$output"
@@ -251,8 +252,42 @@ def _start(
         emit(StepFailed, step_id=step.id, task_id=task_id, attempt=attempt,
              error=ErrorInfo(exc.code, exc.message, exc.data), retryable=False)
         return
+    recorded = _redact(value, state.secrets) if state.secrets else value
     emit(StepStarted, step_id=step.id, task_id=task_id, attempt=attempt, component=component,
-         plugin=plugin, input=value)
+         plugin=plugin, input=recorded)
+
+
+def _redact(value: JSON, secrets: dict[str, JSON]) -> JSON:
+    """``value`` with every secret variable's value replaced: the journal never holds one.
+    The runtime re-evaluates the step's input to call the component with the real values."""
+    hidden = [v for v in secrets.values() if v is not None]
+    if not hidden:
+        return value
+
+    def walk(item: JSON) -> JSON:
+        if any(item == secret and type(item) is type(secret) for secret in hidden):
+            return REDACTED
+        if isinstance(item, dict):
+            return {k: walk(v) for k, v in item.items()}
+        if isinstance(item, list):
+            return [walk(v) for v in item]
+        if isinstance(item, str):
+            for secret in hidden:
+                if isinstance(secret, str) and secret and secret in item:
+                    item = item.replace(secret, REDACTED)
+        return item
+
+    return walk(value)
+
+
+def task_input(plan: RunPlan, state: RunState, step_id: str) -> JSON:
+    """The input a started step's component is called with: what StepStarted recorded, or,
+    when the run has secrets (recorded redacted), the input evaluated again from the state."""
+    step_state = state.steps[step_id]
+    if not state.secrets:
+        return step_state.input
+    scope = Scope(state.input, state.visible_variables(), state.outputs, state.skipped)
+    return plan.flow.steps_by_id[step_id].input.evaluate(scope)
 
 
 def _settle_failure(step: Step, step_state: StepState, emit: _Emitter) -> None:

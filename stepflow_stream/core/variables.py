@@ -17,6 +17,8 @@ from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.core.schema import CompiledSchema, describe
 from stepflow_stream.errors import InputError, Location
 
+REDACTED = "[redacted]"
+
 
 @dataclass(frozen=True, slots=True)
 class ResolvedVariables:
@@ -27,7 +29,7 @@ class ResolvedVariables:
 
     def redacted(self) -> JSONObject:
         """The values with every secret replaced, for events, logs and API answers."""
-        return {k: ("[redacted]" if k in self.secrets else v) for k, v in self.values.items()}
+        return {k: (REDACTED if k in self.secrets else v) for k, v in self.values.items()}
 
 
 _NO_VARIABLES = ResolvedVariables({}, frozenset())

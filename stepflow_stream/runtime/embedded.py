@@ -12,6 +12,7 @@ each result applied once).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
@@ -34,7 +35,7 @@ from stepflow_stream.core.events import (
 )
 from stepflow_stream.core.flow import Flow, parse_flow
 from stepflow_stream.core.jsonvalue import JSON, JSONObject
-from stepflow_stream.core.scheduler import RunPlan, decide, handle
+from stepflow_stream.core.scheduler import RunPlan, decide, handle, task_input
 from stepflow_stream.core.state import RunState, fold
 from stepflow_stream.core.variables import resolve_variables
 from stepflow_stream.errors import (
@@ -310,6 +311,10 @@ class EmbeddedRuntime:
         return durable
 
     def _dispatch(self, run: _ActiveRun, event: StepStarted) -> None:
+        if run.state.secrets:
+            event = dataclasses.replace(
+                event, input=task_input(run.plan, run.state, event.step_id)
+            )
         task = asyncio.get_running_loop().create_task(self._execute(run, event))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
