@@ -88,6 +88,11 @@ class Expr:
         """Every ``$variable`` in this expression."""
         return ()
 
+    def branching(self) -> bool:
+        """Whether which steps it needs can change as steps settle (an ``$if`` or
+        ``$coalesce`` inside)."""
+        return False
+
 
 class Const(Expr):
     __slots__ = ("value",)
@@ -175,6 +180,9 @@ class IfExpr(Expr):
     def step_refs(self) -> frozenset[str]:
         return self.condition.step_refs() | self.then.step_refs() | self.otherwise.step_refs()
 
+    def branching(self) -> bool:
+        return True
+
     def variable_refs(self) -> tuple[VariableRef, ...]:
         return (
             self.condition.variable_refs()
@@ -206,6 +214,9 @@ class CoalesceExpr(Expr):
     def variable_refs(self) -> tuple[VariableRef, ...]:
         return tuple(ref for item in self.items for ref in item.variable_refs())
 
+    def branching(self) -> bool:
+        return True
+
 
 class ObjectExpr(Expr):
     __slots__ = ("fields",)
@@ -235,6 +246,9 @@ class ObjectExpr(Expr):
     def variable_refs(self) -> tuple[VariableRef, ...]:
         return tuple(ref for _, expr in self.fields for ref in expr.variable_refs())
 
+    def branching(self) -> bool:
+        return any(expr.branching() for _, expr in self.fields)
+
 
 class ListExpr(Expr):
     __slots__ = ("items",)
@@ -263,6 +277,9 @@ class ListExpr(Expr):
     def variable_refs(self) -> tuple[VariableRef, ...]:
         return tuple(ref for expr in self.items for ref in expr.variable_refs())
 
+    def branching(self) -> bool:
+        return any(expr.branching() for expr in self.items)
+
 
 _EXPRESSION_KEYS = frozenset(
     {"$input", "$step", "$variable", "$literal", "$if", "$coalesce", "$from"}
@@ -290,7 +307,7 @@ def compile_expression(value: JSON, field: str = "") -> Expr:
             for key, item in value.items()
         )
         if all(type(expr) is Const for _, expr in fields):
-            return Const(plain(value))
+            return Const({key: expr.evaluate(_EMPTY_SCOPE) for key, expr in fields})
         return ObjectExpr(fields)
     if isinstance(value, list):
         items = tuple(compile_expression(item, f"{field}[{i}]") for i, item in enumerate(value))

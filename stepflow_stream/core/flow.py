@@ -55,6 +55,13 @@ class Step:
     metadata: JSONObject = field(default_factory=dict)
     line: int | None = None
 
+    branching: bool = field(init=False, compare=False)
+    """Whether the steps it waits for can change as others settle (``$if``/``$coalesce``)."""
+
+    def __post_init__(self) -> None:
+        branching = self.input.branching() or (self.skip is not None and self.skip.branching())
+        object.__setattr__(self, "branching", branching)
+
     def dependencies(self) -> frozenset[str]:
         """Every step this one may read, in its input or its skip condition."""
         deps = self.input.step_refs()
@@ -105,6 +112,12 @@ class Flow:
     test: FlowTests | None = None
     source: str = "<flow>"
     warnings: tuple[str, ...] = ()
+
+    output_branching: bool = field(init=False, compare=False)
+    """Whether the steps the output waits for can change as others settle."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_branching", self.output.branching())
 
     @property
     def label(self) -> str:

@@ -162,6 +162,8 @@ def _decide(plan: RunPlan, state: RunState, emit: _Emitter) -> None:
     dirty = state.dirty
     newly_needed: dict[str, None] = {}
     while state.status is RunStatus.RUNNING:
+        if state.settled:
+            _wake_waiters(flow, state)
         if not dirty:
             fresh = tuple(s for s in newly_needed if s not in state.steps)
             if not fresh:
@@ -180,11 +182,40 @@ def _decide(plan: RunPlan, state: RunState, emit: _Emitter) -> None:
             _advance_blocked(plan, state, flow.steps_by_id[key], emit, newly_needed)
 
 
+def _wake_waiters(flow: Flow, state: RunState) -> None:
+    """Queue the keys that a settled step may unblock.
+
+    A key whose expression has no ``$if``/``$coalesce`` waits for a fixed set of steps, so it is
+    looked at again only when the last of them completes (or at once when one is skipped,
+    which skips it). Branching keys may need new steps as soon as any one settles.
+    """
+    while state.settled:
+        step_id = state.settled.popleft()
+        waiters = state.waiters.pop(step_id, None)
+        if not waiters:
+            continue
+        skipped = step_id in state.skipped
+        for key in waiters:
+            if skipped or _branching(flow, key):
+                state.dirty.append(key)
+                continue
+            left = state.remaining.get(key, 1) - 1
+            state.remaining[key] = left
+            if left <= 0:
+                state.dirty.append(key)
+
+
+def _branching(flow: Flow, key: str) -> bool:
+    return flow.output_branching if key == _OUTPUT else flow.steps_by_id[key].branching
+
+
 def _rebuild_memo(flow: Flow, state: RunState, emit: _Emitter) -> None:
     """After a fold (or at the start) nothing is known of who waits: look at everything once."""
     state.scheduled = True
     state.waiters.clear()
+    state.remaining.clear()
     state.dirty.clear()
+    state.settled.clear()
     if not state.steps:
         must = tuple(step.id for step in flow.steps if step.must_execute)
         if must:
@@ -229,6 +260,7 @@ def _advance_blocked(
 
 
 def _wait(state: RunState, key: str, pending: Pending, newly_needed: dict[str, None]) -> None:
+    state.remaining[key] = len(pending.steps)
     for dep in sorted(pending.steps):
         state.waiters.setdefault(dep, {})[key] = None
         if dep not in state.steps:

@@ -104,7 +104,9 @@ class RunState:
     # than the size of the flow; after a fold it is empty and the scheduler rebuilds it.
     scheduled: bool = field(default=False, compare=False, repr=False)
     waiters: dict[str, dict[str, None]] = field(default_factory=dict, compare=False, repr=False)
+    remaining: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
     dirty: deque[str] = field(default_factory=deque, compare=False, repr=False)
+    settled: deque[str] = field(default_factory=deque, compare=False, repr=False)
 
     @property
     def terminal(self) -> bool:
@@ -161,11 +163,6 @@ def _steps_needed(state: RunState, event: StepsNeeded) -> None:
             state.dirty.append(step_id)
 
 
-def _wake(state: RunState, step_id: str) -> None:
-    waiters = state.waiters.pop(step_id, None)
-    if waiters:
-        state.dirty.extend(waiters)
-
 
 def _step(state: RunState, step_id: str) -> StepState:
     step = state.steps.get(step_id)
@@ -195,7 +192,7 @@ def _step_completed(state: RunState, event: StepCompleted) -> None:
     step.finished_at = event.timestamp
     state.outputs[event.step_id] = event.output
     state.running_tasks.pop(event.task_id, None)
-    _wake(state, event.step_id)
+    state.settled.append(event.step_id)
 
 
 def _step_failed(state: RunState, event: StepFailed) -> None:
@@ -217,7 +214,7 @@ def _step_skipped(state: RunState, event: StepSkipped) -> None:
     state.skipped.add(event.step_id)
     if step.task_id is not None:
         state.running_tasks.pop(step.task_id, None)
-    _wake(state, event.step_id)
+    state.settled.append(event.step_id)
 
 
 def _finish(state: RunState, status: RunStatus, result: FlowResult, timestamp: int) -> None:

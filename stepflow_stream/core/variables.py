@@ -58,8 +58,12 @@ def resolve_variables(
             values[name] = prop["default"]
         elif name in flow.variable_defaults:
             values[name] = flow.variable_defaults[name]
-    required = set(schema.get("required") or ())
-    required.update(ref.name for ref in flow.variable_refs if not ref.has_default)
+    # A reference's own default is a source too, so a schema-required variable read only
+    # through references with defaults still resolves.
+    defaulted = {ref.name for ref in flow.variable_refs if ref.has_default}
+    undefaulted = {ref.name for ref in flow.variable_refs if not ref.has_default}
+    required = set(schema.get("required") or ()) - (defaulted - undefaulted)
+    required |= undefaulted
     for name in sorted(required - values.keys()):
         env_var = properties.get(name, {}).get("env_var")
         hint = f", or set the environment variable {env_var}" if env_var else ""

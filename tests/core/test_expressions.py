@@ -104,3 +104,8 @@ def test_malformed_expressions_name_the_field(expr: Any, field: str) -> None:
     with pytest.raises(ExpressionSyntaxError) as info:
         compile_expression(expr)
     assert info.value.field == field
+
+
+def test_literal_inside_a_constant_object_is_unwrapped() -> None:
+    assert ev({"a": 1, "b": {"$literal": {"$step": "x"}}}) == {"a": 1, "b": {"$step": "x"}}
+    assert ev([{"$literal": {"$input": "y"}}]) == [{"$input": "y"}]
