@@ -40,7 +40,7 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
 
 def list_command(args: argparse.Namespace) -> int:
     async def go() -> list[RunSummary]:
-        async with open_store(args.journal) as (journal, _):
+        async with open_store(args.journal, must_exist=True) as (journal, _):
             status = RunStatus(args.status) if args.status else None
             return await journal.list_runs(status=status, limit=args.limit, offset=args.offset)
 
@@ -58,8 +58,11 @@ def list_command(args: argparse.Namespace) -> int:
 
 
 async def _load(journal_path: str | None, run_id: str) -> list[Event]:
-    async with open_store(journal_path) as (journal, _):
-        events = await journal.read(run_id)
+    try:
+        async with open_store(journal_path, must_exist=True) as (journal, _):
+            events = await journal.read(run_id)
+    except RunNotFoundError as exc:
+        raise RunNotFoundError(f"no run with id '{run_id}': {exc.reason}", exc.location) from None
     if not events:
         raise RunNotFoundError(f"no run with id '{run_id}' in the journal")
     return events

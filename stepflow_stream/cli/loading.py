@@ -12,7 +12,7 @@ from stepflow_stream.config import Config, default_config, find_config_file, loa
 from stepflow_stream.core.flow import Flow, parse_flow_text
 from stepflow_stream.core.jsonvalue import JSON, JSONObject, plain
 from stepflow_stream.core.source import parse_document
-from stepflow_stream.errors import ConfigError, FlowError, InputError, Location
+from stepflow_stream.errors import ConfigError, FlowError, InputError, Location, RunNotFoundError
 from stepflow_stream.journal.base import BlobStore, Journal
 from stepflow_stream.journal.memory import MemoryBlobStore, MemoryJournal
 from stepflow_stream.journal.sqlite import SQLiteBlobStore, SQLiteDatabase, SQLiteJournal
@@ -88,12 +88,21 @@ def parse_variables(pairs: list[str], variables_json: str | None) -> JSONObject:
 
 
 @asynccontextmanager
-async def open_store(journal: str | None) -> AsyncIterator[tuple[Journal, BlobStore]]:
-    """The journal and blob store: ``memory``, or an SQLite file (default .stepflow/journal.db)."""
+async def open_store(
+    journal: str | None, *, must_exist: bool = False
+) -> AsyncIterator[tuple[Journal, BlobStore]]:
+    """The journal and blob store: ``memory``, or an SQLite file (default .stepflow/journal.db).
+
+    ``must_exist`` is for commands that only read: they report a missing journal instead of
+    creating an empty one."""
     if journal == "memory":
         yield MemoryJournal(), MemoryBlobStore()
         return
-    database = SQLiteDatabase(Path(journal) if journal else DEFAULT_JOURNAL)
+    path = Path(journal) if journal else DEFAULT_JOURNAL
+    if must_exist and not path.exists():
+        raise RunNotFoundError("no journal here: no run has been recorded yet",
+                               Location(str(path)))
+    database = SQLiteDatabase(path)
     sqlite_journal = SQLiteJournal(database)
     try:
         yield sqlite_journal, SQLiteBlobStore(database)

@@ -106,6 +106,7 @@ async def _batch(args: argparse.Namespace, flow: Flow, config: Config, variables
                 async for _, result in batch:
                     failed += not result.ok
                     out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
+                    out.flush()
                 print(f"batch id: {batch.batch_id}", file=sys.stderr)
     finally:
         if progress is not None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable, Sequence
 
 from stepflow_stream.core.events import Event
-from stepflow_stream.core.jsonvalue import JSON, content_id
+from stepflow_stream.core.jsonvalue import JSON, compact_json, content_id
 from stepflow_stream.core.state import RunStatus
 from stepflow_stream.journal.base import BlobStore, Journal, RunSummary
 from stepflow_stream.journal.projection import next_summary
@@ -16,15 +17,15 @@ class MemoryJournal(Journal):
     """Events in dicts; ``write`` is durable at once (there is nothing to wait for)."""
 
     def __init__(self) -> None:
-        self._events: dict[str, list[Event]] = {}
+        self._events: dict[str, dict[int, Event]] = {}
         self._runs: dict[str, RunSummary] = {}
 
     def write(self, events: Sequence[Event]) -> Awaitable[None]:
         for event in events:
-            log = self._events.setdefault(event.run_id, [])
-            if event.seq < len(log):
+            log = self._events.setdefault(event.run_id, {})
+            if event.seq in log:
                 continue
-            log.append(event)
+            log[event.seq] = event
             summary = next_summary(self._runs.get(event.run_id), event)
             if summary is not None:
                 self._runs[event.run_id] = summary
@@ -33,7 +34,8 @@ class MemoryJournal(Journal):
         return done
 
     async def read(self, run_id: str, after_seq: int = -1) -> list[Event]:
-        return list(self._events.get(run_id, [])[after_seq + 1 :])
+        log = self._events.get(run_id, {})
+        return [log[seq] for seq in sorted(log) if seq > after_seq]
 
     async def get_run(self, run_id: str) -> RunSummary | None:
         return self._runs.get(run_id)
@@ -54,12 +56,14 @@ class MemoryBlobStore(BlobStore):
     """Blobs in a dict."""
 
     def __init__(self) -> None:
-        self._blobs: dict[str, JSON] = {}
+        # Stored as text, so a caller mutating a value it put or got cannot change the blob.
+        self._blobs: dict[str, str] = {}
 
     async def put(self, data: JSON, blob_type: str = "data") -> str:
+        text = compact_json(data)
         blob_id = content_id(data)
-        self._blobs.setdefault(blob_id, data)
+        self._blobs.setdefault(blob_id, text)
         return blob_id
 
     async def get(self, blob_id: str) -> JSON:
-        return self._blobs[blob_id]
+        return json.loads(self._blobs[blob_id])

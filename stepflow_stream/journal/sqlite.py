@@ -121,7 +121,9 @@ class SQLiteJournal(Journal):
         self._pending.extend(events)
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return self._pending_done
+        # Writers share one commit; shielding keeps one cancelled waiter from cancelling it
+        # for all the others.
+        return asyncio.shield(self._pending_done)
 
     async def _flush(self) -> None:
         try:
@@ -131,11 +133,13 @@ class SQLiteJournal(Journal):
                 try:
                     await self._db.call(functools.partial(_commit, events=events))
                 except BaseException as exc:
-                    done.set_exception(exc)
+                    if not done.done():
+                        done.set_exception(exc)
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    done.set_result(None)
+                    if not done.done():
+                        done.set_result(None)
         finally:
             self._flusher = None
 
@@ -228,7 +232,8 @@ def _commit(connection: sqlite3.Connection, events: list[Event]) -> None:
             )
         if finished:
             connection.executemany(
-                "UPDATE runs SET status = ?, finished_at = ?, result = ? WHERE run_id = ?",
+                "UPDATE runs SET status = ?, finished_at = ?, result = ? "
+                "WHERE run_id = ? AND status IN ('pending', 'running')",
                 finished,
             )
         connection.execute("COMMIT")

@@ -1,0 +1,101 @@
+"""Bad input: exit code 2 and one ``error:`` line that says where and what, never a traceback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cli_support import CLI, assert_bad_input
+
+GOOD_INPUT = '{"name": "Zoë"}'
+
+# (id, files to write first, arguments, fragments the one error line must hold)
+CASES: list[tuple[str, dict[str, str], list[str], list[str]]] = [
+    ("malformed-yaml", {}, ["run", "malformed.yaml"],
+     ["malformed.yaml:4", "YAML", "expected"]),
+    ("unknown-step", {}, ["run", "unknown_step.yaml"],
+     ["unknown_step.yaml", "'writer'", "'ghost'", "unknown step"]),
+    ("cycle", {}, ["run", "cycle.yaml"],
+     ["cycle.yaml", "'left'", "'right'", "cycle"]),
+    ("cycle-validate", {}, ["validate", "cycle.yaml"],
+     ["cycle.yaml", "'left'", "'right'", "cycle"]),
+    ("unroutable", {}, ["run", "unroutable.yaml"],
+     ["unroutable.yaml", "'udf'", "/python/udf", "route"]),
+    ("unknown-builtin", {}, ["run", "unknown_builtin.yaml"],
+     ["unknown_builtin.yaml", "'mystery'", "/builtin/nope", "unknown component"]),
+    ("unknown-builtin-validate", {}, ["validate", "unknown_builtin.yaml"],
+     ["unknown_builtin.yaml", "'mystery'", "/builtin/nope"]),
+    ("input-wrong-type", {}, ["run", "greet.yaml", "--var", "tone=x", "--input", '{"name": 3}'],
+     ["greet.yaml", "input.name", "string"]),
+    ("input-below-minimum", {},
+     ["run", "greet.yaml", "--var", "tone=x", "--input", '{"name": "a", "times": 0}'],
+     ["greet.yaml", "input.times", "minimum"]),
+    ("input-missing-field", {}, ["run", "greet.yaml", "--var", "tone=x", "--input", "{}"],
+     ["greet.yaml", "'name'", "required"]),
+    ("input-file-schema", {"in.yaml": "name: [not, a, string]\n"},
+     ["run", "greet.yaml", "--var", "tone=x", "--input-file", "in.yaml"],
+     ["input.name", "string"]),
+    ("missing-variable", {}, ["run", "greet.yaml", "--input", GOOD_INPUT],
+     ["greet.yaml", "'tone'", "required", "--var tone="]),
+    ("missing-flow", {}, ["run", "no_such_flow.yaml", "--input", "{}"],
+     ["no_such_flow.yaml", "not found"]),
+    ("missing-flow-validate", {}, ["validate", "no_such_flow.yaml"],
+     ["no_such_flow.yaml", "not found"]),
+    ("missing-config", {}, ["run", "greet.yaml", "--config", "nope.yml", "--var", "tone=x"],
+     ["nope.yml", "not found"]),
+    ("bad-input-json", {}, ["run", "greet.yaml", "--var", "tone=x", "--input", '{"name": '],
+     ["--input", "not valid JSON"]),
+    ("malformed-input-file", {"in.yaml": "name: ok\ntimes: [1\nother: 2\n"},
+     ["run", "greet.yaml", "--var", "tone=x", "--input-file", "in.yaml"],
+     ["in.yaml:3", "YAML"]),
+    ("missing-input-file", {}, ["run", "greet.yaml", "--var", "tone=x", "--input-file", "x.yaml"],
+     ["x.yaml", "not found"]),
+    ("bad-var", {}, ["run", "greet.yaml", "--input", GOOD_INPUT, "--var", "tone"],
+     ["--var", "NAME=VALUE", "'tone'"]),
+    ("bad-var-empty-name", {}, ["run", "greet.yaml", "--input", GOOD_INPUT, "--var", "=x"],
+     ["--var", "NAME=VALUE"]),
+    ("bad-jsonl-line", {"in.jsonl": '{"name": "a"}\n\n{"name": \n{"name": "c"}\n'},
+     ["run", "greet.yaml", "--var", "tone=x", "--inputs", "in.jsonl"],
+     ["in.jsonl:3", "not valid JSON"]),
+    ("missing-jsonl", {}, ["run", "greet.yaml", "--var", "tone=x", "--inputs", "none.jsonl"],
+     ["none.jsonl", "not found"]),
+    ("unknown-run-show", {}, ["runs", "show", "no-such-run"], ["'no-such-run'", "no run"]),
+    ("unknown-run-show-json", {}, ["runs", "show", "no-such-run", "--json"], ["'no-such-run'"]),
+    ("unknown-run-replay", {}, ["replay", "no-such-run"], ["'no-such-run'", "no run"]),
+]
+
+
+@pytest.mark.parametrize(("files", "args", "fragments"),
+                         [pytest.param(*case[1:], id=case[0]) for case in CASES])
+def test_bad_input_is_one_line_naming_where_and_what(
+    cli: CLI, workdir: Path, files: dict[str, str], args: list[str], fragments: list[str]
+) -> None:
+    for name, text in files.items():
+        (workdir / name).write_text(text, encoding="utf-8")
+    assert_bad_input(cli(*args), *fragments)
+
+
+def test_cycle_names_only_the_steps_in_the_cycle(cli: CLI) -> None:
+    line = assert_bad_input(cli("run", "cycle.yaml"), "cycle")
+    assert "'start'" not in line
+
+
+def test_bad_input_starts_no_run(cli: CLI, workdir: Path) -> None:
+    """A run rejected before it starts leaves nothing in the journal."""
+    assert_bad_input(cli("run", "greet.yaml", "--input", GOOD_INPUT), "'tone'")
+    listed = cli("runs", "list", "--json")
+    assert (listed.code, listed.stdout) == (0, ""), str(listed)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        pytest.param(["run", "greet.yaml", "--max-concurrency", "lots"],
+                     ["--max-concurrency", "'lots'"], id="not-an-int"),
+        pytest.param(["replay"], ["run_id"], id="missing-argument"),
+    ],
+)
+def test_argument_errors_are_one_line_too(cli: CLI, args: list[str],
+                                          fragments: list[str]) -> None:
+    """main._Parser promises "exits with 2 and one line, like every other bad input"."""
+    assert_bad_input(cli(*args), *fragments)

@@ -1,0 +1,93 @@
+"""A batch killed with SIGKILL mid-way: the journal stays readable, the runs that finished are
+complete and replay to their stored results, and the ones in flight show as running."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from cli_support import CLI
+
+ITEMS = 60  # 200 to 400 ms each, 4 at a time: about 4.5 s, far longer than the test waits
+MIN_COMPLETED = 3
+
+
+def _runs(cli: CLI, *args: str) -> list[Any]:
+    return cli.ok("runs", "list", "--json", "--limit", "1000", *args).json_lines
+
+
+def test_kill_9_during_a_batch_leaves_a_readable_journal(cli: CLI, workdir: Path) -> None:
+    (workdir / "in.jsonl").write_text(
+        # Durations differ, so the items in flight never all finish at the same moment.
+        "".join(json.dumps({"i": i, "ms": 100 + i * 67 % 200}) + "\n" for i in range(ITEMS)),
+        encoding="utf-8")
+    batch = cli.popen("run", "staggered.yaml", "--inputs", "in.jsonl", "--output", "out.jsonl",
+                      "--max-concurrency", "4",
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        completed_before: list[Any] = []
+        while len(completed_before) < MIN_COMPLETED:
+            assert time.monotonic() < deadline, "no run completed within 20 s"
+            assert batch.poll() is None, f"the batch ended before the kill: {batch.returncode}"
+            if (workdir / ".stepflow" / "journal.db").exists():
+                completed_before = [r for r in _runs(cli) if r["status"] == "completed"]
+            else:
+                time.sleep(0.1)
+        assert batch.poll() is None, "the batch ended before the kill"
+        os.kill(batch.pid, signal.SIGKILL)
+        assert batch.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+            batch.wait()
+        assert batch.stderr is not None
+        batch.stderr.close()
+
+    runs = _runs(cli)
+    by_status: dict[str, list[Any]] = {}
+    for run in runs:
+        by_status.setdefault(run["status"], []).append(run)
+    assert set(by_status) == {"completed", "running"}, by_status.keys()
+    completed, running = by_status["completed"], by_status["running"]
+    assert {r["runId"] for r in completed_before} <= {r["runId"] for r in completed}
+    assert 1 <= len(running) <= 4  # the ones in flight, at most --max-concurrency
+    assert len(completed) < ITEMS
+
+    # Items are submitted in input order, and the journal appends in call order: what is
+    # durable is a prefix of the batch, all under one batch id.
+    assert len({r["batchId"] for r in runs}) == 1
+    assert sorted(r["batchIndex"] for r in runs) == list(range(len(runs)))
+    for run in completed:
+        assert run["result"] == {"outcome": "success", "result": {"i": run["batchIndex"]}}
+        assert run["finishedAt"] is not None
+    for run in running:
+        assert (run["result"], run["finishedAt"]) == (None, None)
+
+    # The table and the status filter show the unfinished ones.
+    table = cli.ok("runs", "list", "--limit", "1000").stdout.splitlines()
+    running_rows = {line.split()[0] for line in table[1:] if line.split()[1] == "running"}
+    assert running_rows == {r["runId"] for r in running}
+    assert {r["runId"] for r in _runs(cli, "--status", "running")} == running_rows
+
+    # Every completed run replays to the result the index stored.
+    for run in completed:
+        replay = cli.ok("replay", run["runId"], "--json").json
+        assert replay["state"]["status"] == "completed"
+        assert replay["state"]["result"] == run["result"]
+        assert replay["events"][-1]["type"] == "RunCompleted"
+        assert [e["seq"] for e in replay["events"]] == list(range(len(replay["events"])))
+
+    # An unfinished run (the oldest: it has got furthest) replays to a running state.
+    unfinished = min(running, key=lambda r: r["batchIndex"])
+    replay = cli.ok("replay", unfinished["runId"], "--json").json
+    state = replay["state"]
+    assert (state["status"], state["result"]) == ("running", None)
+    assert state["input"]["i"] == unfinished["batchIndex"]
+    assert "running" in {step["status"] for step in state["steps"].values()}
+    assert cli.ok("runs", "show", unfinished["runId"], "--json").json == state
