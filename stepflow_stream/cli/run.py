@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, help="with --inputs: where results go (JSONL)")
     parser.add_argument("--max-concurrency", type=int, default=64,
                         help="with --inputs: runs in flight at once (default 64)")
+    parser.add_argument("--batch-id", help="with --inputs: resume this batch (the id printed "
+                        "when it started): finished items are not run again")
     parser.add_argument("--config", type=Path, help="the config file")
     parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
                         help="a variable (repeatable); VALUE is JSON or a string")
@@ -95,6 +98,11 @@ async def _batch(args: argparse.Namespace, flow: Flow, config: Config, variables
                  inputs: Sequence[JSON]) -> int:
     out: IO[str] = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
     progress = _ProgressBar(len(inputs)) if sys.stderr.isatty() else None
+    if args.batch_id is None:
+        batch_id = uuid.uuid4().hex
+        print(f"batch id: {batch_id}", file=sys.stderr)
+    else:
+        batch_id = args.batch_id
     failed = 0
     try:
         async with open_store(args.journal) as (journal, blobs):
@@ -102,12 +110,12 @@ async def _batch(args: argparse.Namespace, flow: Flow, config: Config, variables
             async with runtime:
                 batch = run_batch(runtime, flow, inputs, variables,
                                   max_concurrency=args.max_concurrency,
+                                  batch_id=batch_id, resuming=args.batch_id is not None,
                                   on_progress=progress.update if progress else None)
                 async for _, result in batch:
                     failed += not result.ok
                     out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
                     out.flush()
-                print(f"batch id: {batch.batch_id}", file=sys.stderr)
     finally:
         if progress is not None:
             progress.close()

@@ -38,6 +38,7 @@ class BatchRun:
         *,
         max_concurrency: int = 64,
         batch_id: str | None = None,
+        resuming: bool | None = None,
         on_progress: Callable[[BatchProgress], None] | None = None,
     ) -> None:
         self.runtime = runtime
@@ -45,7 +46,7 @@ class BatchRun:
         self.inputs = inputs
         self.variables = variables
         self.max_concurrency = max_concurrency
-        self.resuming = batch_id is not None
+        self.resuming = batch_id is not None if resuming is None else resuming
         self.batch_id = batch_id or uuid.uuid4().hex
         self.on_progress = on_progress
 
@@ -119,8 +120,12 @@ def run_batch(
     *,
     max_concurrency: int = 64,
     batch_id: str | None = None,
+    resuming: bool | None = None,
     on_progress: Callable[[BatchProgress], None] | None = None,
 ) -> BatchRun:
-    """Run ``inputs`` through ``flow``; iterate the result for ``(index, FlowResult)``."""
+    """Run ``inputs`` through ``flow``; iterate the result for ``(index, FlowResult)``.
+
+    ``resuming`` (default: whether a ``batch_id`` is given) makes each item look for a run
+    the journal already holds under its id."""
     return BatchRun(runtime, flow, inputs, variables, max_concurrency=max_concurrency,
-                    batch_id=batch_id, on_progress=on_progress)
+                    batch_id=batch_id, resuming=resuming, on_progress=on_progress)

@@ -91,3 +91,46 @@ def test_kill_9_during_a_batch_leaves_a_readable_journal(cli: CLI, workdir: Path
     assert state["input"]["i"] == unfinished["batchIndex"]
     assert "running" in {step["status"] for step in state["steps"].values()}
     assert cli.ok("runs", "show", unfinished["runId"], "--json").json == state
+
+
+def test_killed_batch_resumes_to_exactly_one_result_per_item(cli: CLI, workdir: Path) -> None:
+    """kill -9 mid-batch, then `resume` (runs in flight) and the same batch again by its id
+    (items never started): every item ends with its result, each step's output applied once."""
+    (workdir / "in.jsonl").write_text(
+        "".join(json.dumps({"i": i, "ms": 50 + i * 37 % 120}) + "\n" for i in range(ITEMS)),
+        encoding="utf-8")
+    batch = cli.popen("run", "staggered.yaml", "--inputs", "in.jsonl", "--output", "out.jsonl",
+                      "--max-concurrency", "8",
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert batch.stderr is not None
+    first_line = batch.stderr.readline()
+    batch_id = first_line.split()[2]
+    deadline = time.monotonic() + 20
+    while True:
+        assert time.monotonic() < deadline, "no run completed within 20 s"
+        if (workdir / ".stepflow" / "journal.db").exists() and any(
+                r["status"] == "completed" for r in _runs(cli)):
+            break
+        time.sleep(0.05)
+    os.kill(batch.pid, signal.SIGKILL)
+    batch.wait(timeout=10)
+    batch.stderr.close()
+    running = [r["runId"] for r in _runs(cli, "--status", "running")]
+    assert running, "the kill should leave runs in flight"
+
+    resumed = cli("resume")
+    assert resumed.code == 0, str(resumed)
+    assert {line["runId"] for line in resumed.json_lines} == set(running)
+
+    again = cli("run", "staggered.yaml", "--inputs", "in.jsonl", "--output", "out.jsonl",
+                "--max-concurrency", "8", "--batch-id", batch_id)
+    assert again.code == 0, str(again)
+    results = [json.loads(line) for line in (workdir / "out.jsonl").read_text().splitlines()]
+    assert results == [{"outcome": "success", "result": {"i": i}} for i in range(ITEMS)]
+
+    runs = _runs(cli)
+    assert len(runs) == ITEMS and {r["status"] for r in runs} == {"completed"}
+    for run_id in [*running, f"{batch_id}/{ITEMS - 1}"]:
+        events = cli.ok("replay", run_id, "--json").json["events"]
+        completed_steps = [e["step_id"] for e in events if e["type"] == "StepCompleted"]
+        assert sorted(completed_steps) == ["first", "second"], events
