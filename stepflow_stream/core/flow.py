@@ -414,7 +414,8 @@ class _FlowParser:
         config_file = doc.get("configFile", doc.get("config_file"))
         return FlowTests(
             cases=tuple(cases),
-            config=plain(config) if isinstance(config, dict) else None,
+            # Not plain(): mock behaviours in an inline config are keyed by whole inputs.
+            config=config if isinstance(config, dict) else None,
             config_file=config_file if isinstance(config_file, str) else None,
         )
 

@@ -8,12 +8,15 @@ are keyed by whole inputs) load as :class:`JSONKey`, a hashable wrapper of the v
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
 
-from stepflow_stream.core.jsonvalue import JSON, compact_json, plain
+from stepflow_stream.core.jsonvalue import JSON, JSONKey, canonical_json, plain
 from stepflow_stream.errors import Location, UserInputError
+
+__all__ = ["JSONKey", "LocatedDict", "canonical_json", "line_of", "parse_document"]
 
 
 class LocatedDict(dict[str, Any]):
@@ -36,40 +39,20 @@ def line_of(value: Any, key: Any = None) -> int | None:
     return None
 
 
-class JSONKey:
-    """A mapping key that is a JSON object or array; equal keys have equal canonical JSON."""
-
-    __slots__ = ("_canonical", "value")
-
-    def __init__(self, value: JSON) -> None:
-        self.value = value
-        self._canonical = canonical_json(value)
-
-    def __hash__(self) -> int:
-        return hash(self._canonical)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, JSONKey) and other._canonical == self._canonical
-
-    def __repr__(self) -> str:
-        return f"JSONKey({self.value!r})"
-
-
-def canonical_json(value: JSON) -> str:
-    """JSON with sorted keys, for comparing values whatever their key order."""
-    return compact_json(_sorted(value))
-
-
-def _sorted(value: JSON) -> JSON:
-    if isinstance(value, dict):
-        return {str(k): _sorted(value[k]) for k in sorted(value, key=str)}
-    if isinstance(value, list):
-        return [_sorted(v) for v in value]
-    return value
-
-
 class _LocatingLoader(yaml.SafeLoader):
-    pass
+    """SafeLoader with YAML 1.2 booleans: only true/false, as Stepflow's parser reads them
+    (YAML 1.1 also turns yes, no, on and off into booleans)."""
+
+
+_LocatingLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_LocatingLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def _construct_mapping(loader: _LocatingLoader, node: yaml.MappingNode) -> LocatedDict:

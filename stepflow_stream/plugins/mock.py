@@ -25,9 +25,15 @@ from typing import Any
 import jsonschema
 
 from stepflow_stream.core.events import ErrorInfo, FlowResult
-from stepflow_stream.core.jsonvalue import JSON, JSONObject, compact_json, plain
+from stepflow_stream.core.jsonvalue import (
+    JSON,
+    JSONKey,
+    JSONObject,
+    canonical_json,
+    compact_json,
+    plain,
+)
 from stepflow_stream.core.schema import CompiledSchema, describe
-from stepflow_stream.core.source import JSONKey, canonical_json
 from stepflow_stream.errors import ComponentError, ConfigError, ErrorCode
 from stepflow_stream.plugins.base import ComponentInfo, ExecutionContext, Plugin, PluginOptions
 
