@@ -227,18 +227,20 @@ class ObjectExpr(Expr):
     def evaluate(self, scope: Scope) -> Any:
         result: dict[str, Any] = {}
         pending: set[str] | None = None
+        skipped = False
         for key, expr in self.fields:
             value = expr.evaluate(scope)
             if value is SKIPPED:
-                # A skipped input skips the reader whatever else it waits for: no need to run it.
-                return SKIPPED
-            if type(value) is Pending:
+                skipped = True
+            elif type(value) is Pending:
                 pending = set(value.steps) if pending is None else pending | value.steps
             else:
                 result[key] = value
+        # Waiting wins over skipping: which steps a value needs must not depend on the order
+        # in which other steps happened to finish (or a crash would change the answer).
         if pending is not None:
             return Pending(frozenset(pending))
-        return result
+        return SKIPPED if skipped else result
 
     def step_refs(self) -> frozenset[str]:
         return frozenset().union(*(expr.step_refs() for _, expr in self.fields))
@@ -259,17 +261,18 @@ class ListExpr(Expr):
     def evaluate(self, scope: Scope) -> Any:
         result: list[Any] = []
         pending: set[str] | None = None
+        skipped = False
         for expr in self.items:
             value = expr.evaluate(scope)
             if value is SKIPPED:
-                return SKIPPED
-            if type(value) is Pending:
+                skipped = True
+            elif type(value) is Pending:
                 pending = set(value.steps) if pending is None else pending | value.steps
             else:
                 result.append(value)
         if pending is not None:
             return Pending(frozenset(pending))
-        return result
+        return SKIPPED if skipped else result
 
     def step_refs(self) -> frozenset[str]:
         return frozenset().union(*(expr.step_refs() for expr in self.items))

@@ -48,7 +48,10 @@ def test_step_reference_reads_or_waits() -> None:
 
 
 def test_skipped_reference_skips_the_reader_unless_on_skip() -> None:
-    assert ev({"x": {"$step": "s"}, "y": {"$step": "later"}}) is SKIPPED
+    waiting = ev({"x": {"$step": "s"}, "y": {"$step": "later"}})
+    assert isinstance(waiting, Pending) and waiting.steps == {"later"}
+    assert ev({"x": {"$step": "s"}, "y": {"$step": "a"}}) is SKIPPED
+    assert ev([{"$step": "a"}, {"$step": "s"}]) is SKIPPED
     on_skip = {"action": "useDefault", "defaultValue": 7}
     assert ev({"$step": "s", "onSkip": on_skip}) == 7
     assert ev({"$step": "s"}, skipped_as_null=True) is None
