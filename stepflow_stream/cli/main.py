@@ -19,6 +19,7 @@ from stepflow_stream.errors import StepflowError, UserInputError
 from stepflow_stream.flowtests import CaseOutcome, run_tests
 from stepflow_stream.journal.memory import MemoryBlobStore, MemoryJournal
 from stepflow_stream.runtime.embedded import EmbeddedRuntime
+from stepflow_stream.sdk import serve as serve_components
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -66,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     replay_parser = commands.add_parser("replay", help="a run's timeline and rebuilt state")
     inspect.add_replay_arguments(replay_parser)
     replay_parser.set_defaults(handler=inspect.replay_command)
+
+    serve_parser = commands.add_parser(
+        "serve-components", help="serve a ComponentServer over Stepflow's HTTP protocol"
+    )
+    serve_components.add_arguments(serve_parser)
+    serve_parser.set_defaults(handler=serve_components.command)
     return parser
 
 
