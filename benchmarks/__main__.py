@@ -60,7 +60,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=10_000, help="runs in the batch")
     parser.add_argument("--runs", type=int, default=300, help="runs of the 10-step chain")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baseline")
+    parser.add_argument("--only", choices=["embedded", "components"],
+                        help="one section only (default: all)")
     args = parser.parse_args(argv)
+    if args.only in (None, "embedded"):
+        _embedded_section(args)
+    if args.only in (None, "components"):
+        _components_section(args)
+    return 0
+
+
+def _components_section(args: argparse.Namespace) -> None:
+    print("\ncomponent server: one Python server (serve-components), stepflow plugin, "
+          "embedded runtime with the SQLite journal", flush=True)
+    figures = _measure(["-m", "benchmarks.components_side", "--items",
+                        str(min(args.items, 5_000))])
+    print()
+    print("| measure | through one component server | called directly | added |")
+    print("|---|---|---|---|")
+    print(f"| 1-step echo runs | {figures['runs_per_s']:,.0f} runs/s | - | - |")
+    print(f"| one call, p50 | {figures['call_p50_ms']:.3f} ms | "
+          f"{figures['direct_p50_ms'] * 1e3:.1f} us | {figures['added_p50_ms']:.3f} ms |")
+    print(f"| one call, p99 | {figures['call_p99_ms']:.3f} ms | - | "
+          f"{figures['added_p99_ms']:.3f} ms |")
+
+
+def _embedded_section(args: argparse.Namespace) -> None:
 
     print(f"embedded runtime, SQLite journal (WAL, synchronous=FULL), {args.items:,}-run batch",
           flush=True)
@@ -92,7 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
-    return 0
 
 
 if __name__ == "__main__":
