@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import time
 import uuid
@@ -61,6 +62,10 @@ class EmbeddedOptions:
     """The directory ``/builtin/load_file`` is confined to."""
     env: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
     """Where ``env_var`` variables and secrets are read from."""
+    gc_threshold: int | None = 100_000
+    """Allocations between young-generation collections while the runtime runs (None: leave
+    the interpreter's setting). Runs allocate many short-lived objects; with Python's default
+    of 700 the collector walks a large heap so often that it costs about 20% of throughput."""
 
 
 _FINISHED_KEPT = 10_000
@@ -103,6 +108,7 @@ class EmbeddedRuntime:
         self._plans: dict[str, RunPlan] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(self.options.max_concurrency)
+        self._saved_gc_threshold: tuple[int, int, int] | None = None
 
     async def __aenter__(self) -> EmbeddedRuntime:
         await self.start()
@@ -118,6 +124,9 @@ class EmbeddedRuntime:
 
     async def start(self) -> None:
         """Start the plugins."""
+        if self.options.gc_threshold is not None:
+            self._saved_gc_threshold = gc.get_threshold()
+            gc.set_threshold(self.options.gc_threshold, *self._saved_gc_threshold[1:])
         for plugin in self.plugins.values():
             await plugin.start()
 
@@ -130,6 +139,9 @@ class EmbeddedRuntime:
         for plugin in self.plugins.values():
             await plugin.stop()
         await self.journal.close()
+        if self._saved_gc_threshold is not None:
+            gc.set_threshold(*self._saved_gc_threshold)
+            self._saved_gc_threshold = None
 
     # Flows ------------------------------------------------------------------------------------
 
