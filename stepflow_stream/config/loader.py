@@ -229,8 +229,7 @@ class _ConfigParser:
         for key in mapping:
             canonical = aliases.get(key) if isinstance(key, str) else None
             if canonical is None:
-                line = line_of(mapping, key)
-                at = f"{self.source}:{line}" if line is not None else self.source
+                at = Location(self.source, line_of(mapping, key))
                 self.warnings.append(f"{at}: unknown {what} key '{key}' ignored")
             elif canonical in found:
                 raise self.error(

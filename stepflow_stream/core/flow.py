@@ -255,9 +255,8 @@ class _FlowParser:
         for key, value in mapping.items():
             name = aliases.get(str(key))
             if name is None:
-                line = line_of(mapping, key)
-                at = f":{line}" if line else ""
-                self.warnings.append(f"{self.source}{at}: unknown {what} key '{key}' ignored")
+                at = Location(self.source, line_of(mapping, key))
+                self.warnings.append(f"{at}: unknown {what} key '{key}' ignored")
                 continue
             result[name] = value
         return result
