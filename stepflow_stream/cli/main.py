@@ -17,6 +17,7 @@ from stepflow_stream.cli import inspect, run
 from stepflow_stream.cli.loading import load_flow, load_run_config
 from stepflow_stream.errors import StepflowError, UserInputError
 from stepflow_stream.flowtests import CaseOutcome, run_tests
+from stepflow_stream.infra import cli as infra_cli
 from stepflow_stream.journal.memory import MemoryBlobStore, MemoryJournal
 from stepflow_stream.runtime.embedded import EmbeddedRuntime
 from stepflow_stream.sdk import serve as serve_components
@@ -73,6 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve_components.add_arguments(serve_parser)
     serve_parser.set_defaults(handler=serve_components.command)
+
+    infra_parser = commands.add_parser(
+        "infra", help="a local Kafka broker and PostgreSQL server (up, down, status)"
+    )
+    infra_cli.add_arguments(infra_parser)
     return parser
 
 

@@ -1,1 +1,2 @@
-"""Journal adapters: where events are kept (memory, SQLite), and their Avro encoding."""
+"""Journal adapters: where events (memory, SQLite, Postgres) and run state snapshots are kept,
+and the Avro encoding of events."""

@@ -62,6 +62,16 @@ _MIGRATIONS = (
         data TEXT NOT NULL
     ) WITHOUT ROWID;
     """,
+    # Run state snapshots (journal/snapshots.py); updated_at in milliseconds since the epoch.
+    """
+    CREATE TABLE run_snapshots (
+        run_id TEXT PRIMARY KEY,
+        seq INTEGER NOT NULL,
+        state BLOB NOT NULL,
+        status TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )
 
 _TERMINAL = {
@@ -220,7 +230,8 @@ def _commit(connection: sqlite3.Connection, events: list[Event]) -> None:
         elif kind in _TERMINAL:
             result = _result_of(event)
             finished.append((_TERMINAL[kind].value, event.timestamp,
-                             compact_json(result.to_json()), event.run_id))
+                             compact_json(result.to_json()), event.run_id,
+                             event.run_id, event.seq, kind.__name__))
     connection.execute("BEGIN")
     try:
         connection.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)", rows)
@@ -232,8 +243,11 @@ def _commit(connection: sqlite3.Connection, events: list[Event]) -> None:
             )
         if finished:
             connection.executemany(
+                # Only from the event the journal holds at that seq: a replayed write whose
+                # seq was taken by another event must not finish the run.
                 "UPDATE runs SET status = ?, finished_at = ?, result = ? "
-                "WHERE run_id = ? AND status IN ('pending', 'running')",
+                "WHERE run_id = ? AND status IN ('pending', 'running') AND EXISTS ("
+                "SELECT 1 FROM events WHERE run_id = ? AND seq = ? AND type = ?)",
                 finished,
             )
         connection.execute("COMMIT")

@@ -3,14 +3,10 @@
 One abstract suite per port (``JournalContract``, ``BlobStoreContract``), plus the extra
 contract of adapters that persist (``DurableJournalContract``, ``DurableBlobStoreContract``:
 data survives a reopen, and an acknowledged write is visible to another connection). An
-adapter joins by one subclass that says how to open it; a Postgres adapter would be::
+adapter joins by one subclass that says how to open it (see ``TestPostgresJournal``).
 
-    class TestPostgresJournal(DurableJournalContract):
-        @asynccontextmanager
-        async def open_journal(self, tmp_path):
-            ...  # connect to the same database for every call within one test
-            yield journal
-            ...  # close it
+The Postgres adapters run against a real server: ``postgres_url`` (the session's server) and
+``postgres_schema_url`` (an empty schema per test, ``conftest.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +19,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from stepflow_stream.core.events import (
@@ -43,8 +40,11 @@ from stepflow_stream.core.events import (
 from stepflow_stream.core.jsonvalue import JSON
 from stepflow_stream.core.state import RunStatus
 from stepflow_stream.errors import JournalError
+from stepflow_stream.journal._postgres_migrations import MIGRATIONS, migrate
 from stepflow_stream.journal.base import BlobStore, Journal, RunSummary
+from stepflow_stream.journal.codec import decode_event
 from stepflow_stream.journal.memory import MemoryBlobStore, MemoryJournal
+from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase, PostgresJournal
 from stepflow_stream.journal.sqlite import SQLiteBlobStore, SQLiteDatabase, SQLiteJournal
 
 # Events ---------------------------------------------------------------------------------------
@@ -193,6 +193,21 @@ class JournalContract:
             "run-1", "flow-1", RunStatus.COMPLETED, 1_000, finished_at=2_000,
             result=FlowResult(result="first"),
         )
+
+    async def test_a_terminal_event_on_a_seq_stored_already_does_not_finish_the_run(
+        self, journal: Journal
+    ) -> None:
+        """The event is not stored, so the run index must not say the run ended: the run would
+        drop out of ``unfinished_runs`` and never be resumed."""
+        await journal.append([created("run-1", 1_000), StepsNeeded("run-1", 1, 1_001,
+                                                                   step_ids=("a",))])
+        await journal.append([RunCompleted("run-1", 1, 2_000, result="not stored")])
+        assert [type(e) for e in await journal.read("run-1")] == [RunCreated, StepsNeeded]
+        summary = await journal.get_run("run-1")
+        assert summary is not None
+        assert (summary.status, summary.finished_at, summary.result) == (
+            RunStatus.RUNNING, None, None)
+        assert await journal.unfinished_runs() == ["run-1"]
 
     async def test_events_are_addressed_by_seq(self, journal: Journal) -> None:
         """``read`` returns events "with seq > after_seq": an adapter either refuses a write
@@ -605,3 +620,138 @@ class TestSQLiteSharedDatabase:
         finally:
             await journal.close()
             database.close()
+
+
+# Postgres -------------------------------------------------------------------------------------
+
+
+class PostgresStorage:
+    """A test's Postgres storage: its own schema, the same for every open within the test."""
+
+    url: str
+
+    @pytest.fixture(autouse=True)
+    def _postgres(self, postgres_schema_url: str) -> None:
+        self.url = postgres_schema_url
+
+
+class TestPostgresJournal(PostgresStorage, DurableJournalContract):
+    @asynccontextmanager
+    async def open_journal(self, tmp_path: Path) -> AsyncIterator[Journal]:
+        database = await PostgresDatabase.connect(self.url)
+        journal = PostgresJournal(database)
+        try:
+            yield journal
+        finally:
+            await journal.close()
+            await database.close()
+
+
+class TestPostgresBlobStore(PostgresStorage, DurableBlobStoreContract):
+    @asynccontextmanager
+    async def open_blobs(self, tmp_path: Path) -> AsyncIterator[BlobStore]:
+        database = await PostgresDatabase.connect(self.url)
+        blobs = PostgresBlobStore(database)
+        try:
+            yield blobs
+        finally:
+            await blobs.close()
+            await database.close()
+
+
+class TestPostgresTables:
+    """What other programs (SSE resume, replay, run queries) read straight from the tables."""
+
+    async def test_the_journal_table_holds_the_avro_encoded_events(
+        self, postgres_schema_url: str
+    ) -> None:
+        database = await PostgresDatabase.connect(postgres_schema_url)
+        try:
+            events = timeline("run-1")
+            await PostgresJournal(database).append(events)
+            rows = await database.pool.fetch(
+                "SELECT run_id, seq, type, timestamp, body FROM journal ORDER BY seq"
+            )
+            assert [(r["run_id"], r["seq"], r["type"], r["timestamp"]) for r in rows] == [
+                (e.run_id, e.seq, type(e).__name__, e.timestamp) for e in events
+            ]
+            assert [decode_event(r["body"]) for r in rows] == events
+            run = await database.pool.fetchrow("SELECT status, result::text FROM runs")
+            assert run is not None
+            assert run["status"] == "completed"
+            assert json.loads(run["result"]) == expected_result("completed").to_json()
+        finally:
+            await database.close()
+
+    async def test_a_batch_that_cannot_be_encoded_fails_and_later_writes_go_on(
+        self, postgres_schema_url: str
+    ) -> None:
+        database = await PostgresDatabase.connect(postgres_schema_url)
+        journal = PostgresJournal(database)
+        try:
+            bad = journal.write([created("run-bad", input={"not json": object()})])
+            with pytest.raises(JournalError):
+                await bad
+            await journal.append([created("run-good")])
+            assert await journal.read("run-bad") == []
+            assert len(await journal.read("run-good")) == 1
+        finally:
+            await journal.close()
+            await database.close()
+
+
+class TestPostgresMigrations:
+    async def test_a_new_schema_gets_every_migration_once(
+        self, postgres_schema_url: str
+    ) -> None:
+        for _ in range(2):
+            database = await PostgresDatabase.connect(postgres_schema_url)
+            await database.close()
+        connection = await asyncpg.connect(postgres_schema_url)
+        try:
+            versions = await connection.fetch("SELECT version FROM schema_migrations")
+            assert sorted(r["version"] for r in versions) == list(range(1, len(MIGRATIONS) + 1))
+            tables = await connection.fetch(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = current_schema()"
+            )
+            assert {r["table_name"] for r in tables} == {
+                "schema_migrations", "journal", "runs", "blobs", "run_snapshots"
+            }
+        finally:
+            await connection.close()
+
+    async def test_processes_starting_at_once_do_not_race(
+        self, postgres_schema_url: str
+    ) -> None:
+        databases = await asyncio.gather(
+            *(PostgresDatabase.connect(postgres_schema_url) for _ in range(8))
+        )
+        try:
+            journals = [PostgresJournal(d) for d in databases]
+            await asyncio.gather(*(j.append([created(f"run-{i}")])
+                                   for i, j in enumerate(journals)))
+            assert len(await journals[0].list_runs()) == 8
+            count = await databases[0].pool.fetchval(
+                "SELECT count(*) FROM schema_migrations"
+            )
+            assert count == len(MIGRATIONS)
+        finally:
+            await asyncio.gather(*(d.close() for d in databases))
+
+    async def test_only_new_migrations_run_and_a_failing_one_changes_nothing(
+        self, postgres_schema_url: str
+    ) -> None:
+        connection = await asyncpg.connect(postgres_schema_url)
+        try:
+            assert await migrate(connection) == list(range(1, len(MIGRATIONS) + 1))
+            failing = (*MIGRATIONS, "CREATE TABLE extra (x integer); SELECT 1 / 0;")
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                await migrate(connection, failing)
+            assert await connection.fetchval("SELECT to_regclass('extra')") is None
+            later = (*MIGRATIONS, "CREATE TABLE extra (x integer);")
+            assert await migrate(connection, later) == [len(MIGRATIONS) + 1]
+            assert await migrate(connection, later) == []
+            assert await connection.fetchval("SELECT to_regclass('extra')::text") == "extra"
+        finally:
+            await connection.close()
