@@ -9,7 +9,6 @@ actually stored: a re-appended seq (kept as it was) changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Iterable, Sequence
 
 import asyncpg
@@ -21,6 +20,7 @@ from stepflow_stream.core.state import RunStatus
 from stepflow_stream.journal._postgres_migrations import migrate
 from stepflow_stream.journal.base import BlobStore, Journal, RunSummary
 from stepflow_stream.journal.codec import decode_event, encode_event
+from stepflow_stream.journal.group_commit import GroupCommit
 from stepflow_stream.journal.projection import next_summary
 from stepflow_stream.journal.snapshots import Snapshot, SnapshotStore, latest_per_run
 
@@ -94,37 +94,10 @@ class PostgresJournal(Journal):
 
     def __init__(self, database: PostgresDatabase) -> None:
         self._pool = database.pool
-        self._pending: list[Event] = []
-        self._pending_done: asyncio.Future[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._commit)
 
     def write(self, events: Sequence[Event]) -> Awaitable[None]:
-        if self._pending_done is None:
-            self._pending_done = asyncio.get_running_loop().create_future()
-        self._pending.extend(events)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        # Writers share one commit; shielding keeps one cancelled waiter from cancelling it
-        # for all the others.
-        return asyncio.shield(self._pending_done)
-
-    async def _flush(self) -> None:
-        try:
-            while self._pending_done is not None:
-                events, done = self._pending, self._pending_done
-                self._pending, self._pending_done = [], None
-                try:
-                    await self._commit(events)
-                except BaseException as exc:
-                    if not done.done():
-                        done.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    if not done.done():
-                        done.set_result(None)
-        finally:
-            self._flusher = None
+        return self._group.write(events)
 
     async def _commit(self, events: list[Event]) -> None:
         rows = [(e.run_id, e.seq, type(e).__name__, e.timestamp, encode_event(e))
@@ -170,8 +143,7 @@ class PostgresJournal(Journal):
         return [str(row[0]) for row in rows]
 
     async def close(self) -> None:
-        while self._flusher is not None:
-            await self._flusher
+        await self._group.drain()
 
 
 def _stored(events: list[Event], keys: set[tuple[str, int]]) -> list[Event]:

@@ -28,6 +28,7 @@ from stepflow_stream.core.jsonvalue import JSON, compact_json, content_id
 from stepflow_stream.core.state import RunStatus
 from stepflow_stream.journal.base import BlobStore, Journal, RunSummary
 from stepflow_stream.journal.codec import decode_event, encode_event
+from stepflow_stream.journal.group_commit import GroupCommit
 from stepflow_stream.journal.projection import next_summary
 
 Synchronous = Literal["OFF", "NORMAL", "FULL"]
@@ -121,37 +122,13 @@ class SQLiteJournal(Journal):
 
     def __init__(self, database: SQLiteDatabase) -> None:
         self._db = database
-        self._pending: list[Event] = []
-        self._pending_done: asyncio.Future[None] | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        self._group = GroupCommit(self._commit)
 
     def write(self, events: Sequence[Event]) -> Awaitable[None]:
-        if self._pending_done is None:
-            self._pending_done = asyncio.get_running_loop().create_future()
-        self._pending.extend(events)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        # Writers share one commit; shielding keeps one cancelled waiter from cancelling it
-        # for all the others.
-        return asyncio.shield(self._pending_done)
+        return self._group.write(events)
 
-    async def _flush(self) -> None:
-        try:
-            while self._pending_done is not None:
-                events, done = self._pending, self._pending_done
-                self._pending, self._pending_done = [], None
-                try:
-                    await self._db.call(functools.partial(_commit, events=events))
-                except BaseException as exc:
-                    if not done.done():
-                        done.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
-                else:
-                    if not done.done():
-                        done.set_result(None)
-        finally:
-            self._flusher = None
+    async def _commit(self, events: list[Event]) -> None:
+        await self._db.call(functools.partial(_commit, events=events))
 
     async def read(self, run_id: str, after_seq: int = -1) -> list[Event]:
         rows = await self._db.call(
@@ -188,8 +165,7 @@ class SQLiteJournal(Journal):
         return [row[0] for row in rows]
 
     async def close(self) -> None:
-        while self._flusher is not None:
-            await self._flusher
+        await self._group.drain()
 
 
 _RUN_COLUMNS = (
