@@ -1,0 +1,173 @@
+"""The Avro encoding of commands, as they travel on the commands topic.
+
+One encoded command is::
+
+    0x01 | CRC-64-AVRO fingerprint of the commands Envelope schema (8 bytes) | Avro body
+
+the same framing as events (:mod:`stepflow_stream.journal.codec`), with the command ``Envelope``
+of ``schemas/commands/``: the run id, and the command's own record as a union branch. A
+TaskResult's error is the events' ``ErrorInfo`` record, which the envelope takes from
+``schemas/``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from io import BytesIO
+from typing import Any, cast
+
+import msgspec
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+
+from stepflow_stream.core.events import CancelRun, Command, ErrorInfo, SubmitRun, TaskResult
+from stepflow_stream.errors import JournalError
+from stepflow_stream.journal.codec import (
+    _ERROR_INFO,
+    _PRIMITIVES,
+    SCHEMAS_DIR,
+    _fingerprint,
+    _read_schema_file,
+    _record_codec,
+    _RecordCodec,
+)
+
+__all__ = [
+    "COMMAND_NAMESPACE",
+    "COMMAND_SCHEMAS_DIR",
+    "COMMAND_SCHEMA_FINGERPRINT",
+    "command_schema",
+    "decode_command",
+    "encode_command",
+]
+
+COMMAND_NAMESPACE = "org.stepflow.stream.commands"
+COMMAND_SCHEMAS_DIR = SCHEMAS_DIR / "commands"
+"""The commands' ``.avsc`` files, one per record plus ``Envelope.avsc``."""
+
+_MAGIC = 0x01
+_HEADER_SIZE = 9
+
+
+def _load_command_schema() -> dict[str, Any]:
+    """The command Envelope as one self-contained document, each named record inlined where it
+    is first used; a name is looked up by namespace, commands first, then events."""
+    defined: set[str] = set()
+
+    def inline(schema: Any) -> Any:
+        if isinstance(schema, list):
+            return [inline(branch) for branch in schema]
+        if isinstance(schema, dict):
+            if schema["type"] == "record":
+                defined.add(f"{schema['namespace']}.{schema['name']}")
+                record_fields = [
+                    {**field, "type": inline(field["type"])} for field in schema["fields"]
+                ]
+                return {**schema, "fields": record_fields}
+            return schema
+        if schema in _PRIMITIVES:
+            return schema
+        namespace, _, name = schema.rpartition(".")
+        full_name = schema if namespace else f"{COMMAND_NAMESPACE}.{name}"
+        if full_name in defined:
+            return full_name
+        directory = COMMAND_SCHEMAS_DIR if full_name.startswith(COMMAND_NAMESPACE) else SCHEMAS_DIR
+        return inline(_read_schema_file(directory, name))
+
+    envelope: dict[str, Any] = inline(_read_schema_file(COMMAND_SCHEMAS_DIR, "Envelope"))
+    return envelope
+
+
+def _optional_error_info(codec: _RecordCodec) -> _RecordCodec:
+    """``codec`` with its ``error: ErrorInfo | None`` field converted, which the events' codec
+    derivation leaves alone (events hold an ErrorInfo or none at all)."""
+    return dataclasses.replace(
+        codec,
+        to_avro=(*codec.to_avro, ("error", _error_to_avro)),
+        from_avro=(*codec.from_avro, ("error", _error_from_avro)),
+    )
+
+
+def _error_to_avro(error: ErrorInfo | None) -> dict[str, Any] | None:
+    return None if error is None else _ERROR_INFO.to_record(error)
+
+
+def _error_from_avro(record: dict[str, Any] | None) -> ErrorInfo | None:
+    return None if record is None else cast(ErrorInfo, _ERROR_INFO.from_record(record))
+
+
+_COMMAND_SCHEMA = _load_command_schema()
+_SCHEMA = parse_schema(copy.deepcopy(_COMMAND_SCHEMA))
+COMMAND_SCHEMA_FINGERPRINT = _fingerprint(_COMMAND_SCHEMA)
+"""The fingerprint of the command Envelope schema, which :func:`encode_command` writes."""
+_HEADER = bytes([_MAGIC]) + COMMAND_SCHEMA_FINGERPRINT
+
+_BY_CLASS: dict[type[Any], tuple[str, _RecordCodec]] = {
+    SubmitRun: (f"{COMMAND_NAMESPACE}.SubmitRun", _record_codec(SubmitRun, skip=("run_id",))),
+    TaskResult: (
+        f"{COMMAND_NAMESPACE}.TaskResult",
+        _optional_error_info(_record_codec(TaskResult, skip=("run_id",))),
+    ),
+    CancelRun: (f"{COMMAND_NAMESPACE}.CancelRun", _record_codec(CancelRun, skip=("run_id",))),
+}
+_BY_NAME: dict[str, _RecordCodec] = dict(_BY_CLASS.values())
+
+
+def command_schema() -> dict[str, Any]:
+    """A copy of the command Envelope schema, self-contained, as a JSON-like dict."""
+    return copy.deepcopy(_COMMAND_SCHEMA)
+
+
+def encode_command(command: Command) -> bytes:
+    """The bytes of ``command``: magic byte, schema fingerprint, Avro body."""
+    entry = _BY_CLASS.get(type(command))
+    if entry is None:
+        raise JournalError(f"no Avro record for command type {type(command).__name__}")
+    name, codec = entry
+    out = BytesIO()
+    out.write(_HEADER)
+    try:
+        envelope = {"run_id": command.run_id, "payload": (name, codec.to_record(command))}
+        schemaless_writer(out, _SCHEMA, envelope)
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise JournalError(
+            f"cannot encode {type(command).__name__} of run {command.run_id!r}: {exc}"
+        ) from exc
+    return out.getvalue()
+
+
+def decode_command(data: bytes) -> Command:
+    """The command in ``data``, which must have been written with the current schema."""
+    if len(data) < _HEADER_SIZE:
+        raise JournalError(
+            f"not an encoded command: {len(data)} bytes, shorter than the "
+            f"{_HEADER_SIZE}-byte header"
+        )
+    if data[0] != _MAGIC:
+        raise JournalError(f"not an encoded command: magic byte 0x{data[0]:02x}, expected 0x01")
+    if data[1:_HEADER_SIZE] != COMMAND_SCHEMA_FINGERPRINT:
+        raise JournalError(
+            f"unknown command schema fingerprint {bytes(data[1:_HEADER_SIZE]).hex()}, "
+            f"expected {COMMAND_SCHEMA_FINGERPRINT.hex()}"
+        )
+    body = BytesIO(data)
+    body.seek(_HEADER_SIZE)
+    try:
+        # The override names the record only in the payload union: an optional error stays a
+        # plain record or None.
+        envelope = cast(
+            dict[str, Any],
+            schemaless_reader(
+                body, _SCHEMA, None, return_record_name=True, return_record_name_override=True
+            ),
+        )
+    except (EOFError, IndexError, ValueError, OverflowError) as exc:
+        raise JournalError(f"malformed command body: {exc!r}") from exc
+    if body.tell() != len(data):
+        raise JournalError(f"malformed command: {len(data) - body.tell()} bytes after the body")
+    name, payload = envelope["payload"]
+    try:
+        command: Command = _BY_NAME[name].from_record(payload, envelope["run_id"])
+    except msgspec.DecodeError as exc:
+        raise JournalError(f"malformed command: a JSON field of {name} is not JSON: {exc}") from exc
+    return command
