@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 NAMESPACE = "org.stepflow.stream.events"
-SCHEMAS_DIR = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 """The ``.avsc`` files: one per record, named after it, plus ``Envelope.avsc``."""
 
 _MAGIC = 0x01
