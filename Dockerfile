@@ -4,11 +4,9 @@
 #   docker build -t stepflow-stream .
 #   docker run --rm stepflow-stream stepflow-stream --help
 #
-# The source stays in /app and is installed in editable mode (`pip install -e`), not copied into
-# site-packages: the journal codec reads the Avro schemas from `schemas/` next to the
-# `stepflow_stream` package (stepflow_stream/journal/codec.py, SCHEMAS_DIR), which a plain
-# `pip install .` does not bring along. /app is also the working directory, so that
-# `serve-components examples.components.cpu_server:server` finds the examples (--app-dir .).
+# The source stays in /app and is installed in editable mode, with /app as the working
+# directory, so that `serve-components examples.components.cpu_server:server` finds the
+# examples (--app-dir .). The Avro schemas ship inside the package (stepflow_stream/schemas).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -19,7 +17,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 COPY pyproject.toml README.md ./
-COPY schemas ./schemas
 COPY stepflow_stream ./stepflow_stream
 COPY examples ./examples
 RUN pip install -e ".[examples]"
