@@ -111,7 +111,10 @@ def _embedded_section(args: argparse.Namespace) -> None:
         (f"peak memory, {args.items:,}-run batch", f"{batch['peak_rss_mb']:.0f} MB",
          f"{dbos['peak_rss_mb']:.0f} MB" if dbos else "-", "-"),
     ]
-    baseline = f"DBOS {dbos['version']}" if dbos else "DBOS (not installed)"
+    if dbos:
+        baseline = f"DBOS {dbos['version']}"
+    else:
+        baseline = "DBOS (skipped)" if args.no_dbos else "DBOS (not installed)"
     print()
     print(f"| measure | stepflow-stream | {baseline} (SQLite) | ratio |")
     print("|---|---|---|---|")
