@@ -83,7 +83,9 @@ def result_matches(expected: JSON, actual: FlowResult) -> str:
     return matches(expected, actual.to_json())
 
 
-def _config_for(flow: Flow, flow_path: Path) -> Config:
+def config_for_cases(flow: Flow, flow_path: Path) -> Config:
+    """The config a flow's cases run with: ``test.config``, else ``test.configFile``, else the
+    nearest ``stepflow-config.yml``, else the default."""
     test = flow.test
     if test is not None and test.config is not None:
         return parse_config_document(test.config, f"{flow_path} (test.config)", os.environ)
@@ -109,7 +111,7 @@ async def run_flow_file(path: Path) -> list[CaseOutcome] | None:
         flow = parse_flow(document, str(path))
         if flow.test is None or not flow.test.cases:
             return []
-        config = _config_for(flow, path)
+        config = config_for_cases(flow, path)
         runtime = EmbeddedRuntime(config, MemoryJournal(), MemoryBlobStore(),
                                   EmbeddedOptions(base_dir=path.parent))
         runtime.check_flow(flow)
@@ -148,5 +150,12 @@ async def run_tests(paths: list[Path], report: Callable[[CaseOutcome], None]) ->
     return passed, failed
 
 
-__all__ = ["CaseOutcome", "find_flow_files", "matches", "result_matches",
-           "run_flow_file", "run_tests"]
+__all__ = [
+    "CaseOutcome",
+    "config_for_cases",
+    "find_flow_files",
+    "matches",
+    "result_matches",
+    "run_flow_file",
+    "run_tests",
+]

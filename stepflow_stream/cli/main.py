@@ -16,7 +16,7 @@ from pathlib import Path
 from stepflow_stream.cli import inspect, run
 from stepflow_stream.cli.loading import load_flow, load_run_config
 from stepflow_stream.errors import StepflowError, UserInputError
-from stepflow_stream.flowtests import CaseOutcome, run_tests
+from stepflow_stream.flowtests import CaseOutcome, config_for_cases, run_tests
 from stepflow_stream.infra import cli as infra_cli
 from stepflow_stream.journal.memory import MemoryBlobStore, MemoryJournal
 from stepflow_stream.runtime.embedded import EmbeddedRuntime
@@ -95,7 +95,13 @@ def _test_command(args: argparse.Namespace) -> int:
 
 def _validate_command(args: argparse.Namespace) -> int:
     flow = load_flow(args.flow)
-    config = load_run_config(args.config, args.flow)
+    # Without --config, a flow whose tests name their own config is checked against it.
+    if args.config is None and flow.test is not None and (
+        flow.test.config is not None or flow.test.config_file is not None
+    ):
+        config = config_for_cases(flow, args.flow)
+    else:
+        config = load_run_config(args.config, args.flow)
 
     async def check() -> None:
         EmbeddedRuntime(config, MemoryJournal(), MemoryBlobStore()).check_flow(flow)

@@ -155,3 +155,27 @@ def test_test_command_reports_each_case_and_fails_when_one_fails(cli: CLI) -> No
     passing = cli("test", "cases/all_pass.yaml")
     assert passing.code == 0, str(passing)
     assert passing.stdout.splitlines()[-1] == "2 passed, 0 failed"
+
+
+def test_validate_uses_the_config_a_flows_tests_name(tmp_path: Path) -> None:
+    """A flow routed only by its inline test.config validates without --config, and fails
+    against an explicit config that cannot route it."""
+    flow = tmp_path / "inline.yaml"
+    flow.write_text(
+        "steps:\n"
+        "  - {id: a, component: /mine/echo, input: {x: 1}}\n"
+        "output: {$step: a}\n"
+        "test:\n"
+        "  config:\n"
+        "    plugins: {m: {type: mock, components: {/echo: {behaviors: {}}}}}\n"
+        "    routes: {'/mine/{*component}': [{plugin: m}]}\n"
+        "  cases: []\n",
+        encoding="utf-8",
+    )
+    cli = CLI(tmp_path)
+    assert cli("validate", flow).code == 0
+    (tmp_path / "stepflow-config.yml").write_text(
+        "plugins: {builtin: {type: builtin}}\nroutes: {'/builtin/{*component}': "
+        "[{plugin: builtin}]}\n", encoding="utf-8")
+    refused = cli("validate", flow, "--config", tmp_path / "stepflow-config.yml")
+    assert refused.code == 2 and "/mine/echo" in refused.stderr
