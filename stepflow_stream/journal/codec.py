@@ -46,6 +46,13 @@ SCHEMAS_DIR = Path(__file__).resolve().parents[1] / "schemas"
 
 _MAGIC = 0x01
 _HEADER_SIZE = 9
+
+
+def frame_header(schema_fingerprint: bytes) -> bytes:
+    """The header of a framed record: the magic byte and the writer schema's fingerprint."""
+    return bytes([_MAGIC]) + schema_fingerprint
+
+
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
 
@@ -108,7 +115,7 @@ _ENVELOPE_SCHEMA = _load_envelope_schema(SCHEMAS_DIR)
 _READER_SCHEMA = parse_schema(copy.deepcopy(_ENVELOPE_SCHEMA))
 SCHEMA_FINGERPRINT = _fingerprint(_ENVELOPE_SCHEMA)
 """The fingerprint of the current Envelope schema, which :func:`encode_event` writes."""
-_HEADER = bytes([_MAGIC]) + SCHEMA_FINGERPRINT
+_HEADER = frame_header(SCHEMA_FINGERPRINT)
 
 _writers: dict[bytes, tuple[Any, Any]] = {SCHEMA_FINGERPRINT: (_READER_SCHEMA, None)}
 """Fingerprint to (parsed writer schema, reader schema to resolve to, or None if the same)."""
@@ -194,14 +201,51 @@ _BY_NAME: dict[str, _RecordCodec] = dict(_BY_CLASS.values())
 # Events ---------------------------------------------------------------------------------------
 
 
+def write_framed(header: bytes, schema: Any, record: dict[str, Any]) -> bytes:
+    """``header`` followed by the schemaless Avro of ``record``; fastavro's errors pass up."""
+    out = BytesIO()
+    out.write(header)
+    schemaless_writer(out, schema, record)
+    return out.getvalue()
+
+
+def read_header(data: bytes, what: str) -> bytes:
+    """The writer schema fingerprint of a framed record; JournalError if it has no header."""
+    if len(data) < _HEADER_SIZE:
+        raise JournalError(
+            f"not an encoded {what}: {len(data)} bytes, shorter than the {_HEADER_SIZE}-byte "
+            "header"
+        )
+    if data[0] != _MAGIC:
+        raise JournalError(f"not an encoded {what}: magic byte 0x{data[0]:02x}, expected 0x01")
+    return bytes(data[1:_HEADER_SIZE])
+
+
+def read_framed(
+    data: bytes, writer: Any, reader: Any, *, what: str, body_error: str, **options: Any
+) -> dict[str, Any]:
+    """The record after the header, read with ``writer`` resolved to ``reader`` (None: the
+    same); a truncated or over-long body is a JournalError starting with ``body_error``."""
+    body = BytesIO(data)
+    body.seek(_HEADER_SIZE)
+    try:
+        record = cast(
+            dict[str, Any],
+            schemaless_reader(body, writer, reader, return_record_name=True, **options),
+        )
+    except (EOFError, IndexError, ValueError, OverflowError) as exc:
+        raise JournalError(f"{body_error}: {exc!r}") from exc
+    if body.tell() != len(data):
+        raise JournalError(f"malformed {what}: {len(data) - body.tell()} bytes after the body")
+    return record
+
+
 def encode_event(event: Event) -> bytes:
     """The bytes of ``event``: magic byte, schema fingerprint, Avro body."""
     entry = _BY_CLASS.get(type(event))
     if entry is None:
         raise JournalError(f"no Avro record for event type {type(event).__name__}")
     name, codec = entry
-    out = BytesIO()
-    out.write(_HEADER)
     try:
         envelope = {
             "run_id": event.run_id,
@@ -209,23 +253,16 @@ def encode_event(event: Event) -> bytes:
             "timestamp": event.timestamp,
             "payload": (name, codec.to_record(event)),
         }
-        schemaless_writer(out, _READER_SCHEMA, envelope)
+        return write_framed(_HEADER, _READER_SCHEMA, envelope)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise JournalError(
             f"cannot encode {type(event).__name__} seq {event.seq} of run {event.run_id!r}: {exc}"
         ) from exc
-    return out.getvalue()
 
 
 def decode_event(data: bytes) -> Event:
     """The event in ``data``, resolved from its writer's schema to the current one."""
-    if len(data) < _HEADER_SIZE:
-        raise JournalError(
-            f"not an encoded event: {len(data)} bytes, shorter than the {_HEADER_SIZE}-byte header"
-        )
-    if data[0] != _MAGIC:
-        raise JournalError(f"not an encoded event: magic byte 0x{data[0]:02x}, expected 0x01")
-    schema_fingerprint = bytes(data[1:_HEADER_SIZE])
+    schema_fingerprint = read_header(data, "event")
     schemas = _writers.get(schema_fingerprint)
     if schemas is None:
         raise JournalError(
@@ -233,12 +270,10 @@ def decode_event(data: bytes) -> Event:
             "register the schema with register_writer_schema()"
         )
     writer_schema, reader_schema = schemas
-    body = BytesIO(data)
-    body.seek(_HEADER_SIZE)
     try:
-        envelope = cast(
-            dict[str, Any],
-            schemaless_reader(body, writer_schema, reader_schema, return_record_name=True),
+        envelope = read_framed(
+            data, writer_schema, reader_schema, what="event",
+            body_error=f"malformed event body for writer schema {schema_fingerprint.hex()}",
         )
     except SchemaResolutionError as exc:
         # fastavro's message prints both schemas whole; the cause keeps it for who needs it.
@@ -246,12 +281,6 @@ def decode_event(data: bytes) -> Event:
             f"an event of writer schema {schema_fingerprint.hex()} cannot be resolved to the "
             "current schema: a record it holds is unknown, or a field it lacks has no default"
         ) from exc
-    except (EOFError, IndexError, ValueError, OverflowError) as exc:
-        raise JournalError(
-            f"malformed event body for writer schema {schema_fingerprint.hex()}: {exc!r}"
-        ) from exc
-    if body.tell() != len(data):
-        raise JournalError(f"malformed event: {len(data) - body.tell()} bytes after the body")
     name, payload = envelope["payload"]
     try:
         event: Event = _BY_NAME[name].from_record(

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from io import BytesIO
 from typing import Any, cast
 
 import msgspec
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro import parse_schema
 
 from stepflow_stream.core.events import CancelRun, Command, ErrorInfo, SubmitRun, TaskResult
 from stepflow_stream.errors import JournalError
@@ -30,6 +29,10 @@ from stepflow_stream.journal.codec import (
     _read_schema_file,
     _record_codec,
     _RecordCodec,
+    frame_header,
+    read_framed,
+    read_header,
+    write_framed,
 )
 
 __all__ = [
@@ -44,10 +47,6 @@ __all__ = [
 COMMAND_NAMESPACE = "org.stepflow.stream.commands"
 COMMAND_SCHEMAS_DIR = SCHEMAS_DIR / "commands"
 """The commands' ``.avsc`` files, one per record plus ``Envelope.avsc``."""
-
-_MAGIC = 0x01
-_HEADER_SIZE = 9
-
 
 def _load_command_schema() -> dict[str, Any]:
     """The command Envelope as one self-contained document, each named record inlined where it
@@ -100,7 +99,7 @@ _COMMAND_SCHEMA = _load_command_schema()
 _SCHEMA = parse_schema(copy.deepcopy(_COMMAND_SCHEMA))
 COMMAND_SCHEMA_FINGERPRINT = _fingerprint(_COMMAND_SCHEMA)
 """The fingerprint of the command Envelope schema, which :func:`encode_command` writes."""
-_HEADER = bytes([_MAGIC]) + COMMAND_SCHEMA_FINGERPRINT
+_HEADER = frame_header(COMMAND_SCHEMA_FINGERPRINT)
 
 _BY_CLASS: dict[type[Any], tuple[str, _RecordCodec]] = {
     SubmitRun: (f"{COMMAND_NAMESPACE}.SubmitRun", _record_codec(SubmitRun, skip=("run_id",))),
@@ -124,47 +123,28 @@ def encode_command(command: Command) -> bytes:
     if entry is None:
         raise JournalError(f"no Avro record for command type {type(command).__name__}")
     name, codec = entry
-    out = BytesIO()
-    out.write(_HEADER)
     try:
         envelope = {"run_id": command.run_id, "payload": (name, codec.to_record(command))}
-        schemaless_writer(out, _SCHEMA, envelope)
+        return write_framed(_HEADER, _SCHEMA, envelope)
     except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
         raise JournalError(
             f"cannot encode {type(command).__name__} of run {command.run_id!r}: {exc}"
         ) from exc
-    return out.getvalue()
 
 
 def decode_command(data: bytes) -> Command:
     """The command in ``data``, which must have been written with the current schema."""
-    if len(data) < _HEADER_SIZE:
+    schema_fingerprint = read_header(data, "command")
+    if schema_fingerprint != COMMAND_SCHEMA_FINGERPRINT:
         raise JournalError(
-            f"not an encoded command: {len(data)} bytes, shorter than the "
-            f"{_HEADER_SIZE}-byte header"
-        )
-    if data[0] != _MAGIC:
-        raise JournalError(f"not an encoded command: magic byte 0x{data[0]:02x}, expected 0x01")
-    if data[1:_HEADER_SIZE] != COMMAND_SCHEMA_FINGERPRINT:
-        raise JournalError(
-            f"unknown command schema fingerprint {bytes(data[1:_HEADER_SIZE]).hex()}, "
+            f"unknown command schema fingerprint {schema_fingerprint.hex()}, "
             f"expected {COMMAND_SCHEMA_FINGERPRINT.hex()}"
         )
-    body = BytesIO(data)
-    body.seek(_HEADER_SIZE)
-    try:
-        # The override names the record only in the payload union: an optional error stays a
-        # plain record or None.
-        envelope = cast(
-            dict[str, Any],
-            schemaless_reader(
-                body, _SCHEMA, None, return_record_name=True, return_record_name_override=True
-            ),
-        )
-    except (EOFError, IndexError, ValueError, OverflowError) as exc:
-        raise JournalError(f"malformed command body: {exc!r}") from exc
-    if body.tell() != len(data):
-        raise JournalError(f"malformed command: {len(data) - body.tell()} bytes after the body")
+    # The override names the record only in the payload union: an optional error stays a
+    # plain record or None.
+    envelope = read_framed(data, _SCHEMA, None, what="command",
+                           body_error="malformed command body",
+                           return_record_name_override=True)
     name, payload = envelope["payload"]
     try:
         command: Command = _BY_NAME[name].from_record(payload, envelope["run_id"])
