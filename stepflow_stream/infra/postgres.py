@@ -58,20 +58,32 @@ class _Layout:
     folder: Path
 
     @property
+    def server_folder(self) -> Path:
+        """Where the files the server itself writes live (data, socket, log): ``folder``,
+        unless the service user cannot enter it (a checkout under a 0700 folder, as mkdtemp
+        makes); then a folder of the system temp dir named after it."""
+        user = _service_user()
+        if user is None or _closed_parent(self.folder, user) is None:
+            return self.folder
+        return Path(tempfile.gettempdir()) / f"stepflow-pg-{self._digest()}-server"
+
+    def _digest(self) -> str:
+        return hashlib.sha256(str(self.folder).encode()).hexdigest()[:12]
+
+    @property
     def data(self) -> Path:
-        return self.folder / "data"
+        return self.server_folder / "data"
 
     @property
     def socket_dir(self) -> Path:
-        run = self.folder / "run"
+        run = self.server_folder / "run"
         if len(str(run)) <= _MAX_SOCKET_DIR:
             return run
-        digest = hashlib.sha256(str(self.folder).encode()).hexdigest()[:12]
-        return Path(tempfile.gettempdir()) / f"stepflow-pg-{digest}"
+        return Path(tempfile.gettempdir()) / f"stepflow-pg-{self._digest()}"
 
     @property
     def log(self) -> Path:
-        return self.folder / "log" / "postgres.log"
+        return self.server_folder / "log" / "postgres.log"
 
     @property
     def state(self) -> Path:
@@ -211,7 +223,7 @@ def _prepare_folders(layout: _Layout, progress: Progress) -> None:
     """Make ``data/``, ``run/`` and ``log/``, owned by the service user, and initdb once."""
     user = _service_user()
     if user is not None:
-        _check_reachable(layout.folder, user)
+        _check_reachable(layout.server_folder, user)
     for folder in (layout.data, layout.socket_dir, layout.log.parent):
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         if user is not None:
@@ -224,9 +236,8 @@ def _prepare_folders(layout: _Layout, progress: Progress) -> None:
     _run(_as_service_user(command), "initdb", cwd=layout.data)
 
 
-def _check_reachable(folder: Path, user: pwd.struct_passwd) -> None:
-    """Fail clearly when the service user cannot enter a parent folder (pytest's and
-    mkdtemp's are 0700, owned by root)."""
+def _closed_parent(folder: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first existing folder on the way to ``folder`` that ``user`` cannot enter."""
     groups = {group.gr_gid for group in grp.getgrall() if user.pw_name in group.gr_mem}
     groups.add(user.pw_gid)
     for directory in (folder, *folder.parents):
@@ -240,10 +251,19 @@ def _check_reachable(folder: Path, user: pwd.struct_passwd) -> None:
         else:
             allowed = info.st_mode & 0o001
         if not allowed:
-            raise InfraError(
-                f"the '{user.pw_name}' user, which PostgreSQL runs as when root starts it, "
-                f"cannot enter {directory} (mode {info.st_mode & 0o777:o}): use an infra "
-                f"folder that others can enter, or chmod o+x {directory}")
+            return directory
+    return None
+
+
+def _check_reachable(folder: Path, user: pwd.struct_passwd) -> None:
+    """Fail clearly when the service user cannot enter a parent folder."""
+    directory = _closed_parent(folder, user)
+    if directory is not None:
+        mode = directory.stat().st_mode & 0o777
+        raise InfraError(
+            f"the '{user.pw_name}' user, which PostgreSQL runs as when root starts it, "
+            f"cannot enter {directory} (mode {mode:o}): use an infra "
+            f"folder that others can enter, or chmod o+x {directory}")
 
 
 def _start(layout: _Layout, port: int, timeout: float) -> None:

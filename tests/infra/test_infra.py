@@ -29,6 +29,7 @@ from stepflow_stream.infra import (
     ensure_postgres,
     kafka_status,
     postgres_status,
+    stop_postgres,
 )
 
 COMMAND = [sys.executable, "-m", "stepflow_stream.cli.main", "infra"]
@@ -268,8 +269,26 @@ def test_a_broker_that_dies_while_starting_reports_its_output(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="as root, PostgreSQL runs as the postgres user")
-def test_a_folder_the_postgres_user_cannot_enter_is_named(tmp_path: Path) -> None:
+def test_a_folder_the_postgres_user_cannot_enter_keeps_the_server_files_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """A checkout under a 0700 folder (as mkdtemp makes, and as CI may clone into) still gets
+    a server: its data, socket and log go to a folder of the temp dir the postgres user can
+    enter, while the state stays in the infra folder."""
     closed = tmp_path / "closed"
     closed.mkdir(mode=0o700)
-    with pytest.raises(InfraError, match="cannot enter"):
-        ensure_postgres(closed / "infra")
+    infra = closed / "infra"
+    server_folders = Path(tempfile.gettempdir()).glob("stepflow-pg-*-server")
+    before = set(server_folders)
+    try:
+        url = ensure_postgres(infra)
+        assert url == postgres_status(infra).url and postgres_status(infra).running
+        assert (infra / "postgres" / "state.json").is_file()
+        assert not (infra / "postgres" / "data").exists()
+    finally:
+        stop_postgres(infra)
+    assert not postgres_status(infra).running
+    created = set(Path(tempfile.gettempdir()).glob("stepflow-pg-*-server")) - before
+    assert len(created) == 1
+    for folder in created:
+        shutil.rmtree(folder)
