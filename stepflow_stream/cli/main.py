@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepflow_stream.cli import inspect, run
+from stepflow_stream.cli import distributed, inspect, run
 from stepflow_stream.cli.loading import load_flow, load_run_config
 from stepflow_stream.errors import StepflowError, UserInputError
 from stepflow_stream.flowtests import CaseOutcome, config_for_cases, run_tests
@@ -79,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
         "infra", help="a local Kafka broker and PostgreSQL server (up, down, status)"
     )
     infra_cli.add_arguments(infra_parser)
+
+    agents_parser = commands.add_parser(
+        "agents", help="run the distributed runtime's orchestrator and worker agents"
+    )
+    distributed.add_agents_arguments(agents_parser)
+    agents_parser.set_defaults(handler=distributed.agents_command)
+
+    submit_parser = commands.add_parser("submit", help="submit a run to a running cluster")
+    distributed.add_submit_arguments(submit_parser)
+    submit_parser.set_defaults(handler=distributed.submit_command)
     return parser
 
 

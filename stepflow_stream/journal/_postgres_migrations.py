@@ -57,6 +57,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX run_snapshots_unfinished ON run_snapshots (run_id)
         WHERE status IN ('pending', 'running');
     """,
+    # 3: the journal offset each partition's snapshots cover (distributed runtime).
+    """
+    CREATE TABLE journal_checkpoints (
+        topic text NOT NULL,
+        partition integer NOT NULL,
+        next_offset bigint NOT NULL,
+        updated_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (topic, partition)
+    );
+    """,
 )
 
 # Taken per schema: databases and schemas migrate independently of each other.

@@ -57,14 +57,19 @@ async def ensure_topics(
     replication: int = 1,
     *,
     component_classes: Iterable[str] = (),
+    task_partitions: int | None = None,
 ) -> None:
-    """Create the commands and journal topics (and the task topics of ``component_classes``),
-    each with ``partitions`` partitions, unless they exist; check that those that exist have
-    ``partitions`` partitions. Calling it again changes nothing."""
-    if partitions < 1:
+    """Create the commands and journal topics with ``partitions`` partitions, and the task
+    topics of ``component_classes`` with ``task_partitions`` (default: ``partitions``), unless
+    they exist; check that those that exist have those counts. Calling it again changes
+    nothing."""
+    task_partitions = partitions if task_partitions is None else task_partitions
+    if min(partitions, task_partitions) < 1:
         raise KafkaTopicError(f"partitions must be at least 1, not {partitions}")
-    wanted = {names.commands: {}, names.journal: _JOURNAL_CONFIG}
-    wanted.update({names.tasks(cls): {} for cls in component_classes})
+    wanted: dict[str, tuple[dict[str, str], int]] = {
+        names.commands: ({}, partitions), names.journal: (_JOURNAL_CONFIG, partitions),
+    }
+    wanted.update({names.tasks(cls): ({}, task_partitions) for cls in component_classes})
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -72,14 +77,14 @@ async def ensure_topics(
         missing = [name for name in wanted if name not in existing]
         if missing:
             response = await admin.create_topics(
-                [NewTopic(name, partitions, replication, topic_configs=wanted[name])
+                [NewTopic(name, wanted[name][1], replication, topic_configs=wanted[name][0])
                  for name in missing]
             )
             _raise_creation_errors(response)
         described = await _describe_when_known(admin, list(wanted))
     finally:
         await admin.close()
-    _check_partition_counts(described, partitions)
+    _check_partition_counts(described, {name: count for name, (_, count) in wanted.items()})
 
 
 def _raise_creation_errors(response: Any) -> None:
@@ -102,12 +107,13 @@ async def _describe_when_known(admin: Any, topics: list[str]) -> list[dict[str, 
         await asyncio.sleep(0.1)
 
 
-def _check_partition_counts(described: list[dict[str, Any]], partitions: int) -> None:
+def _check_partition_counts(described: list[dict[str, Any]], expected: dict[str, int]) -> None:
     for topic in described:
         if topic["error_code"] != 0:
             error = for_code(topic["error_code"]).__name__
             raise KafkaTopicError(f"cannot describe topic {topic['topic']!r}: {error}")
         found = len(topic["partitions"])
+        partitions = expected[topic["topic"]]
         if found != partitions:
             raise KafkaTopicError(
                 f"topic {topic['topic']!r} has {found} partitions, expected {partitions} "

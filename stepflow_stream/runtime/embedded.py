@@ -48,7 +48,7 @@ from stepflow_stream.errors import (
     RunNotFoundError,
 )
 from stepflow_stream.journal.base import BlobStore, Journal
-from stepflow_stream.plugins.base import Plugin
+from stepflow_stream.plugins.base import ExecutionContext, Plugin
 from stepflow_stream.plugins.registry import create_plugins
 
 
@@ -340,12 +340,15 @@ class EmbeddedRuntime:
                 result = TaskResult(event.run_id, event.task_id, error=ErrorInfo(
                     ErrorCode.INTERNAL, f"no plugin named '{event.plugin}'"))
             else:
-                result = await _call(plugin, event, context)
+                result = await call_plugin(plugin, event, context)
         if run.state.run_id in self._active:
             self._process(run, result)
 
 
-async def _call(plugin: Plugin, event: StepStarted, context: TaskContext) -> TaskResult:
+async def call_plugin(
+    plugin: Plugin, event: StepStarted, context: ExecutionContext
+) -> TaskResult:
+    """Execute a task; a component's failure, or bug, is the TaskResult's error."""
     try:
         output = await plugin.execute(event.component, event.input, context)
     except ComponentError as exc:

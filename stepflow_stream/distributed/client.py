@@ -1,0 +1,169 @@
+"""Submitting runs to a running cluster, and waiting for their results.
+
+A run is accepted once its ``SubmitRun`` is on the commands topic (acknowledged by all
+in-sync replicas): from then on the orchestrator owning its partition will finish it whatever
+crashes (invariant 3). Results are read from the run index in PostgreSQL, which the
+orchestrator announces on a LISTEN channel as runs end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from stepflow_stream.config.model import Config
+from stepflow_stream.core.events import CancelRun, Command, FlowResult, SubmitRun
+from stepflow_stream.core.flow import Flow
+from stepflow_stream.core.jsonvalue import JSON
+from stepflow_stream.core.variables import resolve_variables
+from stepflow_stream.distributed.options import DistributedOptions
+from stepflow_stream.distributed.postgres_state import RUNS_CHANNEL
+from stepflow_stream.errors import ConfigError, Location, RunNotFoundError
+from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase, PostgresJournal
+from stepflow_stream.kafka.records import command_record
+from stepflow_stream.kafka.topics import ensure_topics
+
+__all__ = ["DistributedClient"]
+
+_POLL_S = 1.0
+"""How often a waiter looks at the run index even without a notification (one lost in a
+reconnect must not leave it waiting forever)."""
+
+
+class DistributedClient:
+    """Submits runs to the cluster of ``options`` and reads their results."""
+
+    def __init__(self, options: DistributedOptions, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self.database: PostgresDatabase | None = None
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=options.bootstrap_servers, enable_idempotence=True, linger_ms=0
+        )
+        self._listener: Any = None
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    async def __aenter__(self) -> DistributedClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        await ensure_topics(
+            self.options.bootstrap_servers, self.options.topics, self.options.partitions,
+            self.options.replication_factor,
+        )
+        self.database = await PostgresDatabase.connect(self.options.database_url)
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+        if self._listener is not None:
+            await self._listener.close()
+        if self.database is not None:
+            await self.database.close()
+
+    @property
+    def journal(self) -> PostgresJournal:
+        assert self.database is not None, "start() the client first"
+        return PostgresJournal(self.database)
+
+    def check_flow(self, flow: Flow) -> None:
+        """Reject a flow whose components no route of the config reaches."""
+        for step in flow.steps:
+            try:
+                self.config.routes.check(step.component)
+            except ConfigError as exc:
+                where = Location(flow.source, step.line, step=step.id, field="component")
+                raise ConfigError(exc.reason, where) from None
+
+    async def submit(
+        self,
+        flow: Flow,
+        input: JSON,
+        variables: Mapping[str, JSON] | None = None,
+        *,
+        run_id: str | None = None,
+        batch_id: str | None = None,
+        batch_index: int | None = None,
+    ) -> str:
+        """Store the flow, send the run's SubmitRun, and return its id once Kafka has it.
+
+        Submitting a run id again starts nothing new. Secret variables are checked here but
+        not sent: the orchestrator reads them from its own environment.
+        """
+        assert self.database is not None, "start() the client first"
+        self.check_flow(flow)
+        resolved = resolve_variables(flow, variables or {}, os.environ)
+        await PostgresBlobStore(self.database).put(flow.document, "flow")
+        run_id = run_id or uuid.uuid4().hex
+        await self.send(SubmitRun(
+            run_id=run_id, flow_id=flow.flow_id, input=input, variables=resolved.redacted(),
+            batch_id=batch_id, batch_index=batch_index,
+        ))
+        return run_id
+
+    async def cancel(self, run_id: str, reason: str = "cancelled by request") -> None:
+        await self.send(CancelRun(run_id, reason))
+
+    async def send(self, command: Command) -> None:
+        key, value = command_record(command)
+        await (await self._producer.send(self.options.topics.commands, value, key=key))
+
+    async def result(self, run_id: str) -> FlowResult | None:
+        """The run's result if it has ended; raises RunNotFoundError for an unknown id."""
+        summary = await self.journal.get_run(run_id)
+        if summary is None:
+            raise RunNotFoundError(f"no run with id '{run_id}'")
+        return summary.result
+
+    async def wait(self, run_id: str, timeout_s: float | None = None) -> FlowResult:
+        """The run's FlowResult once it has ended (a run just submitted may not be in the run
+        index yet: it is waited for, not reported unknown)."""
+        await self._listen()
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        while True:
+            woken = loop.create_future()
+            self._waiters.setdefault(run_id, []).append(woken)
+            try:
+                summary = await self.journal.get_run(run_id)
+                if summary is not None and summary.result is not None:
+                    return summary.result
+                remaining = None if deadline is None else deadline - loop.time()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"run {run_id} has not ended after {timeout_s:g} s")
+                wait_s = _POLL_S if remaining is None else min(_POLL_S, remaining)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(woken), wait_s)
+            finally:
+                waiters = self._waiters.get(run_id, [])
+                if woken in waiters:
+                    waiters.remove(woken)
+                if not waiters:
+                    self._waiters.pop(run_id, None)
+
+    async def _listen(self) -> None:
+        if self._listener is not None:
+            return
+        self._listener = await asyncpg.connect(self.options.database_url)
+
+        def notified(_connection: Any, _pid: int, _channel: str, run_id: str) -> None:
+            for waiter in self._waiters.get(run_id, []):
+                if not waiter.done():
+                    waiter.set_result(None)
+
+        await self._listener.add_listener(RUNS_CHANNEL, notified)
