@@ -6,11 +6,11 @@ from pathlib import Path
 
 from agents_cluster import ORCHESTRATOR, AgentsCluster
 
+from stepflow_stream.cli.loading import load_flow
 from stepflow_stream.config import load_config
 from stepflow_stream.core.state import fold
 from stepflow_stream.distributed.client import DistributedClient
 from stepflow_stream.distributed.options import distributed_options
-from stepflow_stream.cli.loading import load_flow
 from stepflow_stream.kafka.journal_reader import read_run_from_kafka
 
 HELLO = Path(__file__).resolve().parents[2] / "examples" / "hello" / "flow.yaml"

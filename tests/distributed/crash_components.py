@@ -1,0 +1,18 @@
+"""The component server of the crash tests: ``add_one`` adds one to a number."""
+
+from __future__ import annotations
+
+import msgspec
+
+from stepflow_stream.sdk import ComponentServer
+
+server = ComponentServer("crash", max_concurrency=256)
+
+
+class Number(msgspec.Struct):
+    value: int
+
+
+@server.component(name="add_one", description="value + 1")
+async def add_one(input: Number) -> Number:
+    return Number(input.value + 1)
