@@ -7,7 +7,8 @@
     │   ├── InputError               a run input or variable that the flow rejects
     │   └── RunNotFoundError         a run id that no journal knows
     ├── ComponentError               a component call that failed (carries code and retryable)
-    └── JournalError                 a journal that is inconsistent (gap in seq, unknown blob)
+    ├── JournalError                 a journal that is inconsistent (gap in seq, unknown blob)
+    └── ServiceUnavailableError      Kafka or PostgreSQL cannot be reached (retryable)
 
 Every error has a ``retryable`` flag: ``True`` only where trying the same thing again may
 succeed without anybody changing anything.
@@ -27,6 +28,7 @@ __all__ = [
     "JournalError",
     "Location",
     "RunNotFoundError",
+    "ServiceUnavailableError",
     "StepflowError",
     "UserInputError",
 ]
@@ -124,3 +126,10 @@ class ComponentError(StepflowError):
 
 class JournalError(StepflowError):
     """A journal that contradicts itself: a gap in seq, an event for another run, a lost blob."""
+
+
+class ServiceUnavailableError(StepflowError):
+    """A service the distributed runtime needs (a Kafka broker, the PostgreSQL server) cannot be
+    reached. The message names the service, its address and the config field it came from."""
+
+    retryable = True

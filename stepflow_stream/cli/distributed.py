@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -162,6 +163,9 @@ def add_submit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def submit_command(args: argparse.Namespace) -> int:
+    # A broker that cannot be reached is reported once, as an error line, not by aiokafka's
+    # own log lines besides.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     flow = load_flow(args.flow)
     for warning in flow.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -26,6 +26,7 @@ from stepflow_stream.core.jsonvalue import JSON
 from stepflow_stream.core.variables import resolve_variables
 from stepflow_stream.distributed.options import DistributedOptions
 from stepflow_stream.distributed.postgres_state import RUNS_CHANNEL
+from stepflow_stream.distributed.reaching import reaching_kafka, reaching_postgres
 from stepflow_stream.errors import ConfigError, Location, RunNotFoundError
 from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase, PostgresJournal
 from stepflow_stream.kafka.records import command_record
@@ -49,10 +50,16 @@ class DistributedClient:
             bootstrap_servers=options.bootstrap_servers, enable_idempotence=True, linger_ms=0
         )
         self._listener: Any = None
+        self._journal: PostgresJournal | None = None
+        self._stored_flows: set[str] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
 
     async def __aenter__(self) -> DistributedClient:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.stop()
+            raise
         return self
 
     async def __aexit__(
@@ -62,15 +69,20 @@ class DistributedClient:
         await self.stop()
 
     async def start(self) -> None:
-        await ensure_topics(
-            self.options.bootstrap_servers, self.options.topics, self.options.partitions,
-            self.options.replication_factor,
-        )
-        self.database = await PostgresDatabase.connect(self.options.database_url)
-        await self._producer.start()
+        """Connect to Kafka (creating the topics if need be) and PostgreSQL; raises
+        :class:`ServiceUnavailableError` naming the one that cannot be reached."""
+        async with reaching_kafka(self.options):
+            await ensure_topics(
+                self.options.bootstrap_servers, self.options.topics, self.options.partitions,
+                self.options.replication_factor,
+            )
+            await self._producer.start()
+        async with reaching_postgres(self.options):
+            self.database = await PostgresDatabase.connect(self.options.database_url)
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        with contextlib.suppress(Exception):  # never started, or the broker went away
+            await self._producer.stop()
         if self._listener is not None:
             await self._listener.close()
         if self.database is not None:
@@ -79,7 +91,9 @@ class DistributedClient:
     @property
     def journal(self) -> PostgresJournal:
         assert self.database is not None, "start() the client first"
-        return PostgresJournal(self.database)
+        if self._journal is None:
+            self._journal = PostgresJournal(self.database)
+        return self._journal
 
     def check_flow(self, flow: Flow) -> None:
         """Reject a flow whose components no route of the config reaches."""
@@ -106,9 +120,11 @@ class DistributedClient:
         not sent: the orchestrator reads them from its own environment.
         """
         assert self.database is not None, "start() the client first"
-        self.check_flow(flow)
         resolved = resolve_variables(flow, variables or {}, os.environ)
-        await PostgresBlobStore(self.database).put(flow.document, "flow")
+        if flow.flow_id not in self._stored_flows:
+            self.check_flow(flow)
+            await PostgresBlobStore(self.database).put(flow.document, "flow")
+            self._stored_flows.add(flow.flow_id)
         run_id = run_id or uuid.uuid4().hex
         await self.send(SubmitRun(
             run_id=run_id, flow_id=flow.flow_id, input=input, variables=resolved.redacted(),

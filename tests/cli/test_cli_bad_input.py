@@ -8,6 +8,16 @@ import pytest
 from cli_support import CLI, assert_bad_input
 
 GOOD_INPUT = '{"name": "Zoë"}'
+EMBEDDED_CONFIG = """\
+plugins: {builtin: {type: builtin}}
+routes: {"/builtin/{*c}": [{plugin: builtin}]}
+"""
+CLUSTER_CONFIG = """\
+plugins: {builtin: {type: builtin}}
+routes: {"/builtin/{*c}": [{plugin: builtin}]}
+runtime: {type: kafka, bootstrapServers: "127.0.0.1:1", partitions: 2}
+stateStore: {type: postgres, databaseUrl: "postgresql://nobody@127.0.0.1:1/none"}
+"""
 
 # (id, files to write first, arguments, fragments the one error line must hold)
 CASES: list[tuple[str, dict[str, str], list[str], list[str]]] = [
@@ -62,6 +72,23 @@ CASES: list[tuple[str, dict[str, str], list[str], list[str]]] = [
     ("unknown-run-show", {}, ["runs", "show", "no-such-run"], ["'no-such-run'", "no run"]),
     ("unknown-run-show-json", {}, ["runs", "show", "no-such-run", "--json"], ["'no-such-run'"]),
     ("unknown-run-replay", {}, ["replay", "no-such-run"], ["'no-such-run'", "no run"]),
+    ("agents-without-cluster", {"embedded.yml": EMBEDDED_CONFIG},
+     ["agents", "--config", "embedded.yml"],
+     ["embedded.yml", "runtime", "type: kafka"]),
+    ("agents-unknown-class", {"cluster.yml": CLUSTER_CONFIG},
+     ["agents", "--config", "cluster.yml", "--classes", "gpu"],
+     ["cluster.yml", "--classes", "'gpu'", "plugins: builtin"]),
+    ("agents-bad-partitions",
+     {"cluster.yml": CLUSTER_CONFIG.replace("partitions: 2", "partitions: -1")},
+     ["agents", "--config", "cluster.yml"],
+     ["cluster.yml", "runtime.partitions", "positive integer", "-1"]),
+    ("submit-without-cluster", {"embedded.yml": EMBEDDED_CONFIG},
+     ["submit", "greet.yaml", "--config", "embedded.yml", "--var", "tone=x", "--input", GOOD_INPUT],
+     ["embedded.yml", "runtime"]),
+    ("submit-input-schema", {"cluster.yml": CLUSTER_CONFIG},
+     ["submit", "greet.yaml", "--config", "cluster.yml", "--var", "tone=x",
+      "--input", '{"name": 3}'],
+     ["greet.yaml", "input.name", "string"]),
 ]
 
 
@@ -99,3 +126,19 @@ def test_argument_errors_are_one_line_too(cli: CLI, args: list[str],
                                           fragments: list[str]) -> None:
     """main._Parser promises "exits with 2 and one line, like every other bad input"."""
     assert_bad_input(cli(*args), *fragments)
+
+
+@pytest.mark.parametrize(("config", "fragments"), [
+    pytest.param(CLUSTER_CONFIG, ["cannot reach Kafka at 127.0.0.1:1",
+                                  "runtime.bootstrapServers"], id="kafka"),
+])
+def test_an_unreachable_cluster_is_one_line_and_exit_1(
+    cli: CLI, workdir: Path, config: str, fragments: list[str]
+) -> None:
+    (workdir / "cluster.yml").write_text(config, encoding="utf-8")
+    result = cli("submit", "greet.yaml", "--config", "cluster.yml", "--var", "tone=x",
+                 "--input", GOOD_INPUT)
+    assert result.code == 1, str(result)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), str(result)
+    assert all(fragment in lines[0] for fragment in fragments), str(result)
