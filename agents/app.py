@@ -11,10 +11,8 @@ once its result is on the commands topic. Delivering either again changes nothin
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +77,9 @@ def orchestrator_app(
     commands = app.topic(options.topics.commands, key_type=bytes, value_type=bytes,
                          key_serializer="raw", value_serializer="raw")
 
-    def caught_up(report: CatchUpReport) -> None:
-        log.info("caught up %s", json.dumps(asdict(report)))
-        if on_caught_up is not None:
-            on_caught_up(report)
-
     async def build() -> Orchestrator:
         database = await PostgresDatabase.connect(options.database_url)
-        return Orchestrator(options, config, database, on_caught_up=caught_up)
+        return Orchestrator(options, config, database, on_caught_up=on_caught_up)
 
     orchestrator = _Lazy(build)
 

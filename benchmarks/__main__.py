@@ -4,12 +4,18 @@ baselines measured in the same run on the same machine.
 Each measurement runs in a fresh process so that peak memory is its own. Figures are medians
 (p50) of repeated runs, and the table shows ratios against the baseline measured alongside:
 the machines are shared and noisy, absolute numbers move from run to run.
+
+DBOS runs in a virtualenv of its own, ``.venv-dbos`` (created on first use): dbos 3.4.0 needs
+``croniter>=6.2.4`` and faust-streaming's ``mode-streaming`` needs ``croniter<6``, so the two
+cannot share ``.venv``. Its side scripts (``dbos_side.py``, ``dbos_postgres_side.py``) import
+only the standard library, dbos and each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +23,16 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+
+DBOS_VENV = REPO / ".venv-dbos"
+DBOS_REQUIREMENT = "dbos==3.4.0"
+"""What ``.venv-dbos`` gets; dbos brings psycopg[binary] and SQLAlchemy, all the side scripts
+need beyond the standard library."""
+_DBOS_STAMP = DBOS_VENV / f".installed-{DBOS_REQUIREMENT}"
+
+KAFKA_ROUND_TRIPS = 500
+DISTRIBUTED_SIDE = REPO / "benchmarks" / "distributed_side.py"
+"""stepflow-stream's own side of the distributed section, written later; run only if present."""
 
 _DBOS_SNIPPET = textwrap.dedent(
     """
@@ -32,9 +48,11 @@ _DBOS_SNIPPET = textwrap.dedent(
 )
 
 
-def _measure(args: list[str]) -> dict[str, Any]:
+def _measure(args: list[str], *, python: Path | str = sys.executable,
+             env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run ``python ARGS`` in the repository and return the JSON object its last line holds."""
     completed = subprocess.run(
-        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=False
+        [str(python), *args], cwd=REPO, env=env, capture_output=True, text=True, check=False
     )
     if completed.returncode != 0:
         raise SystemExit(f"benchmark {' '.join(args)} failed:\n{completed.stderr}")
@@ -47,26 +65,79 @@ def _embedded(measure: str, items: int, runs: int) -> dict[str, Any]:
                      "--runs", str(runs)])
 
 
-def _dbos(items: int, runs: int) -> dict[str, Any] | None:
-    from benchmarks.dbos_side import dbos_available
+# --- DBOS's virtualenv ------------------------------------------------------------------------
 
-    if not dbos_available():
+_dbos_python_cache: list[Path | None] = []
+
+
+def dbos_python() -> Path | None:
+    """The interpreter of ``.venv-dbos``, creating the virtualenv and installing
+    ``DBOS_REQUIREMENT`` into it first if needed (once per process); ``None``, with a message
+    on stderr, when that fails."""
+    if not _dbos_python_cache:
+        _dbos_python_cache.append(_ensure_dbos_venv())
+    return _dbos_python_cache[0]
+
+
+def _ensure_dbos_venv() -> Path | None:
+    python = DBOS_VENV / "bin" / "python"
+    if python.exists() and _DBOS_STAMP.exists():
+        return python
+    print(f"creating {DBOS_VENV.name} for DBOS ({DBOS_REQUIREMENT}; its croniter pin conflicts "
+          "with faust-streaming's) ...", file=sys.stderr, flush=True)
+    log = DBOS_VENV / "install.log"
+    steps = [
+        ("python -m venv", [sys.executable, "-m", "venv", str(DBOS_VENV)]),
+        (f"pip install {DBOS_REQUIREMENT}",
+         [str(python), "-m", "pip", "install", "--disable-pip-version-check", DBOS_REQUIREMENT]),
+    ]
+    step = "mkdir"
+    try:
+        DBOS_VENV.mkdir(exist_ok=True)
+        with log.open("w") as output:
+            for name, command in steps:
+                step = name
+                if subprocess.run(command, stdout=output, stderr=subprocess.STDOUT,
+                                  check=False).returncode != 0:
+                    raise OSError(f"it exited non-zero, see {log}")
+        _DBOS_STAMP.touch()
+    except OSError as error:
+        print(f"DBOS skipped: creating {DBOS_VENV} failed at {step}: {error}",
+              file=sys.stderr, flush=True)
         return None
-    return _measure(["-c", _DBOS_SNIPPET, str(items), str(runs)])
+    return python
+
+
+def _dbos(items: int, runs: int) -> dict[str, Any] | None:
+    python = dbos_python()
+    if python is None:
+        return None
+    return _measure(["-c", _DBOS_SNIPPET, str(items), str(runs)], python=python)
+
+
+def _dbos_label(dbos: dict[str, Any] | None, args: argparse.Namespace) -> str:
+    if dbos:
+        return f"DBOS {dbos['version']}"
+    return "DBOS (skipped)" if args.no_dbos else "DBOS (unavailable)"
+
+
+# --- the command ------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="stepflow-stream benchmarks")
     parser.add_argument("--items", type=int, default=10_000, help="runs in the batch")
     parser.add_argument("--runs", type=int, default=300, help="runs of the 10-step chain")
-    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baseline")
-    parser.add_argument("--only", choices=["embedded", "components"],
+    parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baselines")
+    parser.add_argument("--only", choices=["embedded", "components", "distributed"],
                         help="one section only (default: all)")
     args = parser.parse_args(argv)
     if args.only in (None, "embedded"):
         _embedded_section(args)
     if args.only in (None, "components"):
         _components_section(args)
+    if args.only in (None, "distributed"):
+        _distributed_section(args)
     return 0
 
 
@@ -111,15 +182,143 @@ def _embedded_section(args: argparse.Namespace) -> None:
         (f"peak memory, {args.items:,}-run batch", f"{batch['peak_rss_mb']:.0f} MB",
          f"{dbos['peak_rss_mb']:.0f} MB" if dbos else "-", "-"),
     ]
-    if dbos:
-        baseline = f"DBOS {dbos['version']}"
-    else:
-        baseline = "DBOS (skipped)" if args.no_dbos else "DBOS (not installed)"
     print()
-    print(f"| measure | stepflow-stream | {baseline} (SQLite) | ratio |")
+    print(f"| measure | stepflow-stream | {_dbos_label(dbos, args)} (SQLite) | ratio |")
     print("|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
+
+
+# --- the distributed section ------------------------------------------------------------------
+
+
+def infra_env() -> dict[str, str]:
+    """This process's environment with ``STEPFLOW_KAFKA_BOOTSTRAP`` and
+    ``STEPFLOW_POSTGRES_URL`` set: as given, or else from the local services, started if they
+    do not run (what ``./stepflow-stream infra up`` prints)."""
+    from stepflow_stream.infra import DEFAULT_DIR, ensure_kafka, ensure_postgres
+
+    env = dict(os.environ)
+
+    def progress(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    if not env.get("STEPFLOW_KAFKA_BOOTSTRAP"):
+        env["STEPFLOW_KAFKA_BOOTSTRAP"] = ensure_kafka(REPO / DEFAULT_DIR, progress=progress)
+    if not env.get("STEPFLOW_POSTGRES_URL"):
+        env["STEPFLOW_POSTGRES_URL"] = ensure_postgres(REPO / DEFAULT_DIR, progress=progress)
+    return env
+
+
+def _kafka_baseline(env: dict[str, str]) -> dict[str, Any]:
+    return _measure(["-m", "benchmarks.kafka_baseline", "--round-trips",
+                     str(KAFKA_ROUND_TRIPS)], env=env)
+
+
+def _dbos_postgres(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any] | None:
+    if args.no_dbos:
+        return None
+    python = dbos_python()
+    if python is None:
+        return None
+    return _measure(["-m", "benchmarks.dbos_postgres_side",
+                     "--batch-size", str(min(args.items, 5_000)),
+                     "--chain-runs", str(min(args.runs, 200))], python=python, env=env)
+
+
+def stepflow_distributed(args: argparse.Namespace, env: dict[str, str]) -> dict[str, Any] | None:
+    """HOOK for stepflow-stream's distributed runtime: ``None`` until
+    ``benchmarks/distributed_side.py`` exists.
+
+    The contract for that file: ``python -m benchmarks.distributed_side --items N --runs M``,
+    run with ``.venv``'s interpreter in the repository, with ``STEPFLOW_KAFKA_BOOTSTRAP`` and
+    ``STEPFLOW_POSTGRES_URL`` in its environment (the same services the baselines use), prints
+    one JSON object as its last stdout line with any of these keys (a missing one shows "-"):
+    ``chain10_p50_ms``, ``chain10_p99_ms`` (a 10-no-op-step flow run alone, ``M`` times),
+    ``runs_per_s`` (a batch of ``N`` one-no-op-step runs); and, optionally,
+    ``label``, a few words said in the table's header (for example the partition count).
+    """
+    if not DISTRIBUTED_SIDE.exists():
+        return None
+    return _measure(["-m", "benchmarks.distributed_side", "--items", str(args.items),
+                     "--runs", str(args.runs)], env=env)
+
+
+def _ms(figures: dict[str, Any] | None, key: str, divisor: float = 1.0) -> str:
+    if not figures or key not in figures:
+        return "-"
+    return f"{figures[key] / divisor:.2f} ms"
+
+
+def _ratio(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, key: str,
+           higher_is_better: bool = False) -> str:
+    """How many times better ``ours`` is than ``theirs`` on ``key``."""
+    if not ours or not theirs or key not in ours or key not in theirs:
+        return "-"
+    ratio = ours[key] / theirs[key] if higher_is_better else theirs[key] / ours[key]
+    return f"{ratio:.1f}x"
+
+
+def _distributed_section(args: argparse.Namespace) -> None:
+    print("\ndistributed runtime baselines: the local Kafka broker and PostgreSQL server",
+          flush=True)
+    if args.only is None:
+        from stepflow_stream.infra import InfraError
+
+        try:
+            env = infra_env()
+        except InfraError as error:  # the full run goes on without this section
+            print(f"distributed section skipped: the local services did not start: {error}")
+            return
+    else:
+        env = infra_env()
+    kafka = _kafka_baseline(env)
+    dbos = _dbos_postgres(args, env)
+    ours = stepflow_distributed(args, env)  # HOOK: None until distributed_side.py exists
+
+    if ours is None:
+        ours_label = "stepflow-stream (distributed_side.py not written yet)"
+    else:
+        ours_label = "stepflow-stream" + (f" ({ours['label']})" if ours.get("label") else "")
+    dbos_label = f"{_dbos_label(dbos, args)} (PostgreSQL)"
+    steps = 10
+    runs_ours = f"{ours['runs_per_s']:,.0f} runs/s" if ours and "runs_per_s" in ours else "-"
+    runs_dbos = f"{dbos['runs_per_s']:,.0f} runs/s" if dbos else "-"
+    rows = [
+        ("per step, p50 (10-step chain / 10; raw: a round trip)",
+         _ms(ours, "chain10_p50_ms", steps),
+         _ms(kafka, "round_trip_p50_ms"), _ms(dbos, "chain10_p50_ms", steps),
+         _ratio(ours, dbos, "chain10_p50_ms")),
+        ("per step, p99 (10-step chain / 10; raw: a round trip)",
+         _ms(ours, "chain10_p99_ms", steps),
+         _ms(kafka, "round_trip_p99_ms"), _ms(dbos, "chain10_p99_ms", steps),
+         _ratio(ours, dbos, "chain10_p99_ms")),
+        ("10-step chain alone, p50", _ms(ours, "chain10_p50_ms"), "-",
+         _ms(dbos, "chain10_p50_ms"), _ratio(ours, dbos, "chain10_p50_ms")),
+        ("10-step chain alone, p99", _ms(ours, "chain10_p99_ms"), "-",
+         _ms(dbos, "chain10_p99_ms"), _ratio(ours, dbos, "chain10_p99_ms")),
+        ("1-step noop runs", runs_ours, "-", runs_dbos,
+         _ratio(ours, dbos, "runs_per_s", higher_is_better=True)),
+    ]
+    print()
+    print(f"| measure | {ours_label} | raw aiokafka | {dbos_label} | vs DBOS |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    notes = [f"raw aiokafka: {KAFKA_ROUND_TRIPS:,} sequential round trips, produce to X, "
+             "consume and produce to Y, consume (idempotent producers, linger 0, "
+             "read_committed consumers), one process"]
+    if dbos:
+        pg = dbos["postgres"]
+        notes.append(
+            f"DBOS: per step = the 10-step workflow / 10, {dbos['chain_runs']:,} runs alone; "
+            f"{dbos['batch_size']:,}-run batch, start_workflow from {dbos['submitters']} threads,"
+            f" {dbos['executor_threads']} executor threads; PostgreSQL "
+            f"{pg.get('server_version', '?').split()[0]} with fsync={pg.get('fsync')}, "
+            f"synchronous_commit={pg.get('synchronous_commit')}")
+    print()
+    for note in notes:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":

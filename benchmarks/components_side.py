@@ -52,6 +52,7 @@ class _Context:
     step_id = "echo"
     attempt = 1
     task_id = "bench/echo/1"
+    affinity_key = None
 
     async def put_blob(self, data: Any, blob_type: str = "data") -> str:
         raise NotImplementedError

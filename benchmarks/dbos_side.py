@@ -13,7 +13,10 @@ whose body runs again on recovery (at-least-once), never a completed step's outp
 a rollback journal (``journal_mode=delete``, not WAL) with ``synchronous=FULL`` (2), i.e. every
 commit is fsynced (both read back from DBOS's own engine on this machine).
 
-Importable (``measure_dbos``) and runnable alone: ``python -m benchmarks.dbos_side``.
+Importable (``measure_dbos``) and runnable alone: ``.venv-dbos/bin/python -m
+benchmarks.dbos_side``. Imports only the standard library and dbos: it runs in DBOS's own
+virtualenv, which has no stepflow-stream (nor its faust-streaming, whose croniter pin DBOS's
+conflicts with).
 """
 
 from __future__ import annotations
@@ -50,7 +53,8 @@ EXECUTOR_THREADS = 2
 
 
 def dbos_available() -> bool:
-    """Whether the dbos package can be imported (``pip install -e '.[bench]'``)."""
+    """Whether the dbos package can be imported (in ``.venv-dbos``, which ``python -m
+    benchmarks`` creates: DBOS cannot share ``.venv`` with faust-streaming)."""
     try:
         import dbos  # noqa: F401
     except Exception:
@@ -197,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="where to put the SQLite system database (default: a temp dir)")
     args = parser.parse_args(argv)
     if not dbos_available():
-        print("dbos is not installed: pip install -e '.[bench]'", file=sys.stderr)
+        print("dbos is not installed here: run this with .venv-dbos/bin/python "
+              "(./benchmarks/run creates it)", file=sys.stderr)
         return 1
 
     temp_dir = None if args.work_dir else tempfile.mkdtemp(prefix="stepflow-bench-dbos-")

@@ -47,6 +47,9 @@ def add_agents_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where Faust keeps its local files (default .stepflow/agents)")
     parser.add_argument("--log-level", default="info", choices=["crit", "error", "warn",
                                                                   "info", "debug"])
+    parser.add_argument("--driver", default="faust", choices=["faust", "direct"],
+                        help="what feeds the agents records: Faust agents (default), or plain "
+                        "aiokafka consumer groups, which cost less per hop")
 
 
 def cluster_config(config_path: Path, plugins_from_flow: Path | None) -> Config:
@@ -92,6 +95,17 @@ def _run_role(args: argparse.Namespace, config: Config, role: str) -> int:
     options = distributed_options(config)
     # /builtin/load_file reads below the flow's folder, as `run` and `test` do.
     base_dir = (args.plugins_from_flow or args.config).resolve().parent
+    if args.driver == "direct":
+        from agents.direct import run_direct
+
+        level = {"crit": "CRITICAL", "warn": "WARNING"}.get(args.log_level,
+                                                            args.log_level.upper())
+        logging.basicConfig(level=level, stream=sys.stderr,
+                            format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+        logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(level)))
+        classes = list(config.plugins) if role == ORCHESTRATOR else [role.split(":", 1)[1]]
+        run_direct(options, config, role, classes, base_dir=base_dir)
+        return 0
     if role == ORCHESTRATOR:
         app = orchestrator_app(options, config, data_dir=args.data_dir)
         run_app(app, options, list(config.plugins), loglevel=args.log_level)
@@ -108,7 +122,7 @@ def _supervise(args: argparse.Namespace, roles: list[str]) -> int:
     def start(role: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "stepflow_stream", "agents", "--config",
                    str(args.config), "--data-dir", str(args.data_dir),
-                   "--log-level", args.log_level]
+                   "--log-level", args.log_level, "--driver", args.driver]
         if args.plugins_from_flow is not None:
             command += ["--plugins-from-flow", str(args.plugins_from_flow)]
         if role == ORCHESTRATOR:

@@ -91,6 +91,9 @@ class StepStarted(Event):
     component: str
     plugin: str
     input: JSON
+    affinity: str | None = None
+    """The step's affinity key, when it declares one: what the task is keyed by (else the run
+    id) and what keeps it on one component-server instance."""
 
 
 @dataclass(frozen=True, slots=True)

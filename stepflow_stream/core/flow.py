@@ -54,18 +54,24 @@ class Step:
     output_schema: CompiledSchema | None = None
     metadata: JSONObject = field(default_factory=dict)
     line: int | None = None
+    affinity: Expr | None = None
+    """The affinity key's expression (a stepflow-stream extension): tasks with one key go to
+    one partition, one worker and one component-server instance. None: the run id."""
 
     branching: bool = field(init=False, compare=False)
     """Whether the steps it waits for can change as others settle (``$if``/``$coalesce``)."""
 
     def __post_init__(self) -> None:
-        branching = self.input.branching() or (self.skip is not None and self.skip.branching())
+        branching = any(expr.branching() for expr in self.expressions())
         object.__setattr__(self, "branching", branching)
 
+    def expressions(self) -> tuple[Expr, ...]:
+        """The step's expressions: its input, and its skip condition and affinity if set."""
+        return tuple(e for e in (self.input, self.skip, self.affinity) if e is not None)
+
     def dependencies(self) -> frozenset[str]:
-        """Every step this one may read, in its input or its skip condition."""
-        deps = self.input.step_refs()
-        return deps | self.skip.step_refs() if self.skip is not None else deps
+        """Every step this one may read, in its input, skip condition or affinity."""
+        return frozenset().union(*(expr.step_refs() for expr in self.expressions()))
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,9 @@ _STEP_KEYS = {
     "output_schema": "outputSchema",
     "metadata": "metadata",
     "description": "description",
+    "affinity": "affinity",
+    "affinityKey": "affinity",
+    "affinity_key": "affinity",
 }
 
 
@@ -220,11 +229,7 @@ class _FlowParser:
         self._check_cycles(steps, by_id)
         variables_schema = props.get("variables") or canonical.get("variablesSchema")
         variable_refs = output.variable_refs() + tuple(
-            ref
-            for step in steps
-            for expr in (step.input, step.skip)
-            if expr is not None
-            for ref in expr.variable_refs()
+            ref for step in steps for expr in step.expressions() for ref in expr.variable_refs()
         )
         return Flow(
             document=plain(doc),
@@ -305,6 +310,7 @@ class _FlowParser:
                 doc, "component", step=step_id, field="component",
             )
         skip_doc = canonical.get("skip")
+        affinity_doc = canonical.get("affinity")
         return Step(
             id=step_id,
             component=component,
@@ -320,6 +326,8 @@ class _FlowParser:
             ),
             metadata=plain(canonical.get("metadata") or {}),
             line=line_of(doc),
+            affinity=None if affinity_doc is None
+            else self._expression(affinity_doc, "affinity", doc, "affinity", step_id),
         )
 
     def _on_error(self, doc: JSON, where: Any, step_id: str) -> OnError:
@@ -347,12 +355,17 @@ class _FlowParser:
         self, steps: tuple[Step, ...], by_id: dict[str, Step], output: Expr, doc: Any
     ) -> None:
         for step in steps:
-            for ref in sorted(step.dependencies()):
-                if ref not in by_id:
-                    raise FlowError(
-                        f"step '{step.id}' references unknown step '{ref}'",
-                        Location(self.source, step.line, step=step.id),
-                    )
+            # A bad reference in the affinity names that field; one in the input or the skip
+            # condition names the step alone, as it always has.
+            affinity = step.affinity.step_refs() if step.affinity is not None else frozenset()
+            reads = ((None, step.dependencies() - affinity), ("affinity", affinity))
+            for field_name, refs in reads:
+                for ref in sorted(refs):
+                    if ref not in by_id:
+                        raise FlowError(
+                            f"step '{step.id}' references unknown step '{ref}'",
+                            Location(self.source, step.line, step=step.id, field=field_name),
+                        )
         for ref in sorted(output.step_refs()):
             if ref not in by_id:
                 raise self.error(f"the flow output references unknown step '{ref}'", doc,

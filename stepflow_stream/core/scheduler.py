@@ -34,7 +34,7 @@ from stepflow_stream.core.events import (
 )
 from stepflow_stream.core.expressions import SKIPPED, Pending, Scope
 from stepflow_stream.core.flow import Flow, Step
-from stepflow_stream.core.jsonvalue import JSON
+from stepflow_stream.core.jsonvalue import JSON, canonical_json
 from stepflow_stream.core.schema import describe
 from stepflow_stream.core.state import RunState, RunStatus, StepState, StepStatus, apply
 from stepflow_stream.core.variables import REDACTED
@@ -250,13 +250,27 @@ def _advance_blocked(
             emit(StepSkipped, step_id=step.id, reason="skip condition is true")
             return
     value = step.input.evaluate(scope)
-    if type(value) is Pending:
-        _wait(state, step.id, value, newly_needed)
+    key = None if step.affinity is None else step.affinity.evaluate(scope)
+    if type(value) is Pending or type(key) is Pending:
+        # The affinity is waited for with the input, as if it were one more field of it.
+        steps = frozenset().union(*(p.steps for p in (value, key) if type(p) is Pending))
+        _wait(state, step.id, Pending(steps), newly_needed)
         return
     if value is SKIPPED:
         emit(StepSkipped, step_id=step.id, reason="input references a skipped step")
         return
-    _start(plan, state, step, value, 1, emit)
+    _start(plan, state, step, value, 1, _affinity_key(state, key), emit)
+
+
+def _affinity_key(state: RunState, value: JSON) -> str | None:
+    """The task key an affinity expression's value gives: a string as is, other JSON as its
+    canonical text; none for null or a skipped reference (tasks are then keyed by run id).
+    Secrets are redacted, as in recorded inputs: the journal never holds one."""
+    if value is None or value is SKIPPED:
+        return None
+    if state.secrets:
+        value = _redact(value, state.secrets)
+    return value if isinstance(value, str) else canonical_json(value)
 
 
 def _wait(state: RunState, key: str, pending: Pending, newly_needed: dict[str, None]) -> None:
@@ -268,7 +282,8 @@ def _wait(state: RunState, key: str, pending: Pending, newly_needed: dict[str, N
 
 
 def _start(
-    plan: RunPlan, state: RunState, step: Step, value: JSON, attempt: int, emit: _Emitter
+    plan: RunPlan, state: RunState, step: Step, value: JSON, attempt: int,
+    affinity: str | None, emit: _Emitter,
 ) -> None:
     task_id = task_id_for(state.run_id, step.id, attempt)
     if step.input_schema is not None:
@@ -286,7 +301,7 @@ def _start(
         return
     recorded = _redact(value, state.secrets) if state.secrets else value
     emit(StepStarted, step_id=step.id, task_id=task_id, attempt=attempt, component=component,
-         plugin=plugin, input=recorded)
+         plugin=plugin, input=recorded, affinity=affinity)
 
 
 def _redact(value: JSON, secrets: dict[str, JSON]) -> JSON:
@@ -335,7 +350,7 @@ def _settle_failure(step: Step, step_state: StepState, emit: _Emitter) -> None:
         emit(StepStarted, step_id=step.id, task_id=task_id_for(emit.state.run_id, step.id,
                                                                 attempt),
              attempt=attempt, component=step_state.component, plugin=step_state.plugin,
-             input=step_state.input)
+             input=step_state.input, affinity=step_state.affinity)
     elif policy.action == "useDefault":
         emit(StepCompleted, step_id=step.id, task_id=step_state.task_id or "",
              output=policy.default_value, from_default=True)

@@ -62,6 +62,8 @@ class StepState:
     component: str | None = None
     plugin: str | None = None
     input: JSON = None
+    affinity: str | None = None
+    """The affinity key its StepStarted recorded; a retry keeps it."""
     output: JSON = None
     error: ErrorInfo | None = None
     retryable: bool = False
@@ -179,6 +181,7 @@ def _step_started(state: RunState, event: StepStarted) -> None:
     step.component = event.component
     step.plugin = event.plugin
     step.input = event.input
+    step.affinity = event.affinity
     step.error = None
     step.started_at = event.timestamp
     state.running_tasks[event.task_id] = event.step_id

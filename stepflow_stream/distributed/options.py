@@ -52,7 +52,7 @@ class DistributedOptions:
     """Partitions of each task topic: the worker parallelism of a class."""
     replication_factor: int = 1
     """Replicas of each topic the runtime creates."""
-    commit_linger_s: float = 0.005
+    commit_linger_s: float = 0.001
     """At most one journal transaction per partition starts within this long: commands that
     arrive meanwhile share it. A transaction costs the broker about the same whatever its
     size, so under load this trades a few milliseconds of latency for throughput."""
@@ -98,7 +98,7 @@ def distributed_options(config: Config) -> DistributedOptions:
         partitions=reader.count("partitions", 4),
         task_partitions=reader.count("taskPartitions", 4),
         replication_factor=reader.count("replicationFactor", 1),
-        commit_linger_s=reader.milliseconds("commitLingerMs", 5) / 1000,
+        commit_linger_s=reader.milliseconds("commitLingerMs", 1) / 1000,
         checkpoint_every=reader.count("checkpointEvery", 1000),
         checkpoint_interval_s=reader.seconds("checkpointIntervalSeconds", 1.0),
         session_timeout_s=reader.seconds("sessionTimeoutSeconds", 10.0),

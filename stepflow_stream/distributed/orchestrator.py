@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -30,6 +31,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
 from stepflow_stream.config.model import Config
 from stepflow_stream.core.events import (
@@ -71,6 +73,7 @@ Ack = Callable[[], Awaitable[object]]
 _TERMINAL = (RunCompleted, RunFailed, RunCancelled)
 _FINISHED_KEPT = 100_000
 _INBOX_LIMIT = 10_000
+_STATS_EVERY_S = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,12 +212,14 @@ class _PartitionOwner:
             bootstrap_servers=self.options.bootstrap_servers,
             transactional_id=f"{self.options.topic_prefix}stepflow-orchestrator-{partition}",
             linger_ms=0,
+            max_batch_size=512 * 1024,
         )
         self.journal_topic = self.options.topics.journal
         self.next_offset = 0
         self.events_since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
         self.last_commit = 0.0
+        self.stats = _Stats(partition)
         self.loop_task: asyncio.Task[None] | None = None
         self.projection: asyncio.Queue[_Projection | None] = asyncio.Queue()
         self.projector_task: asyncio.Task[None] | None = None
@@ -317,27 +322,33 @@ class _PartitionOwner:
                         event, input=task_input(run.plan, state, event.step_id)
                     )
                 topic = self.options.topics.tasks(event.plugin)
-                batch.tasks.append((topic, run_key(state.run_id), encode_event(event)))
+                key = state.run_id if event.affinity is None else event.affinity
+                batch.tasks.append((topic, run_key(key), encode_event(event)))
         if state.terminal:
             batch.finished.append(state.run_id)
 
     async def _commit(self, batch: _Batch) -> None:
+        started = time.monotonic()
         if batch.events:
             producer = self.producer
             await producer.begin_transaction()
-            deliveries = [
-                await producer.send(self.journal_topic, encode_event(event),
-                                    key=run_key(event.run_id), partition=self.partition)
-                for event in batch.events
-            ]
+            journal = [(run_key(event.run_id), encode_event(event)) for event in batch.events]
+            last_offset = await _send_batched(
+                producer, self.journal_topic, self.partition, journal
+            )
+            by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
             for topic, key, value in batch.tasks:
-                await producer.send(topic, value, key=key)
+                partition = _key_partition(key, self.options.task_partitions)
+                by_partition.setdefault((topic, partition), []).append((key, value))
+            sent = [_send_batched(producer, topic, partition, records)
+                    for (topic, partition), records in by_partition.items()]
+            await asyncio.gather(*sent)
             await producer.commit_transaction()
-            last = await deliveries[-1]
-            self.next_offset = last.offset + 1
+            self.next_offset = await last_offset + 1
         await asyncio.gather(*(ack() for ack in batch.acks))
         if batch.events:
             self._after_commit(batch)
+        self.stats.add(len(batch.acks), len(batch.events), time.monotonic() - started)
 
     def _after_commit(self, batch: _Batch) -> None:
         snapshots: list[Snapshot] = []
@@ -429,7 +440,7 @@ class _PartitionOwner:
             events_applied=applied, snapshots_loaded=len(snapshots),
             unfinished_runs=len(self.runs), seconds=round(time.monotonic() - started, 3),
         )
-        log.info("caught up %s", report)
+        log.info("caught up %s", json.dumps(dataclasses.asdict(report)))
         if orchestrator.on_caught_up is not None:
             orchestrator.on_caught_up(report)
 
@@ -465,6 +476,72 @@ class _PartitionOwner:
                 log.critical("partition %d: projection failed: %r", self.partition, exc)
                 orchestrator.on_fatal(exc)
                 return
+
+
+async def _send_batched(
+    producer: AIOKafkaProducer, topic: str, partition: int, records: list[tuple[bytes, bytes]]
+) -> Awaitable[int]:
+    """Queue ``records`` for one partition in as few record batches as fit, which costs a
+    fraction of a ``send`` per record; returns what resolves to the last record's offset."""
+    batches = []
+    builder = producer.create_batch()
+    for key, value in records:
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            batches.append(builder)
+            builder = producer.create_batch()
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
+    batches.append(builder)
+    deliveries = []
+    for full in batches:
+        count: int = full.record_count()
+        delivery = await producer.send_batch(full, topic, partition=partition)
+        deliveries.append((delivery, count))
+
+    async def last_offset() -> int:
+        delivery, count = deliveries[-1]
+        metadata = await delivery
+        await asyncio.gather(*(d for d, _ in deliveries))
+        base: int = metadata.offset
+        return base + count - 1
+
+    return last_offset()
+
+
+def _key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key``: tasks of one affinity key
+    land where a producer with default settings would put them."""
+    hashed: int = murmur2(key)
+    return (hashed & 0x7FFFFFFF) % partitions
+
+
+class _Stats:
+    """Logs, every ``_STATS_EVERY_S`` of activity, how many commands one transaction carried
+    and how long committing took: what to look at when throughput or latency disappoints."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.since = time.monotonic()
+        self.transactions = self.commands = self.events = 0
+        self.commit_s = 0.0
+
+    def add(self, commands: int, events: int, commit_s: float) -> None:
+        self.transactions += 1
+        self.commands += commands
+        self.events += events
+        self.commit_s += commit_s
+        elapsed = time.monotonic() - self.since
+        if elapsed >= _STATS_EVERY_S:
+            log.info(
+                "partition %d: %.0f commands/s, %.0f events/s, %d transactions, "
+                "%.1f commands per transaction, %.2f ms per commit",
+                self.partition, self.commands / elapsed, self.events / elapsed,
+                self.transactions, self.commands / self.transactions,
+                self.commit_s / self.transactions * 1000,
+            )
+            self.since = time.monotonic()
+            self.transactions = self.commands = self.events = 0
+            self.commit_s = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -128,6 +128,10 @@ class _WorkerContext:
     def task_id(self) -> str:
         return self._event.task_id
 
+    @property
+    def affinity_key(self) -> str | None:
+        return self._event.affinity
+
     async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
         return await self._worker.blobs.put(data, blob_type)
 

@@ -36,6 +36,7 @@ __all__ = [
     "SCHEMA_FINGERPRINT",
     "current_schema",
     "decode_event",
+    "earlier_schemas",
     "encode_event",
     "register_writer_schema",
 ]
@@ -139,6 +140,41 @@ def register_writer_schema(schema: dict[str, Any]) -> bytes:
         raise JournalError(f"a writer schema must be the record {NAMESPACE}.Envelope, not {name!r}")
     _writers.setdefault(schema_fingerprint, (parsed, _READER_SCHEMA))
     return schema_fingerprint
+
+
+_ADDED_FIELDS: tuple[tuple[str, str], ...] = (("StepStarted", "affinity"),)
+"""Fields added to the records since the first Envelope schema, ``(record, field)``, oldest
+first (fields are only ever appended, with a default). The schema before each addition is the
+current one without the fields added since; every such schema is registered below, so journals
+written before an addition stay readable without anybody registering anything."""
+
+
+def _without_fields(schema: Any, dropped: frozenset[tuple[str, str]]) -> Any:
+    """``schema`` without the ``(record, field)`` pairs of ``dropped``."""
+    if isinstance(schema, list):
+        return [_without_fields(branch, dropped) for branch in schema]
+    if isinstance(schema, dict) and schema["type"] == "record":
+        kept = [
+            {**field, "type": _without_fields(field["type"], dropped)}
+            for field in schema["fields"]
+            if (schema["name"], field["name"]) not in dropped
+        ]
+        return {**schema, "fields": kept}
+    if isinstance(schema, dict) and schema["type"] == "array":
+        return {**schema, "items": _without_fields(schema["items"], dropped)}
+    return schema
+
+
+def earlier_schemas() -> list[dict[str, Any]]:
+    """The Envelope schemas before each field addition, oldest first."""
+    return [
+        _without_fields(current_schema(), frozenset(_ADDED_FIELDS[since:]))
+        for since in range(len(_ADDED_FIELDS))
+    ]
+
+
+for _schema in earlier_schemas():
+    register_writer_schema(_schema)
 
 
 # Records --------------------------------------------------------------------------------------

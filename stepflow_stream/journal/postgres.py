@@ -10,6 +10,7 @@ actually stored: a re-appended seq (kept as it was) changes nothing.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Iterable, Sequence
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import msgspec
@@ -43,9 +44,15 @@ class PostgresDatabase:
 
     @classmethod
     async def connect(cls, url: str, *, min_size: int = 1, max_size: int = 10) -> PostgresDatabase:
-        """Apply pending migrations, then open the pool."""
+        """Create the URL's schema if it names one that does not exist (``search_path``),
+        apply pending migrations, then open the pool."""
         connection = await asyncpg.connect(url)
         try:
+            schema = _first_schema(url)
+            if schema is not None:
+                await connection.execute(
+                    f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}"
+                )
             await migrate(connection)
         finally:
             await connection.close()
@@ -54,6 +61,19 @@ class PostgresDatabase:
 
     async def close(self) -> None:
         await self.pool.close()
+
+
+def _first_schema(url: str) -> str | None:
+    """The first schema of the URL's ``search_path`` setting, if it sets one."""
+    values = parse_qs(urlsplit(url).query).get("search_path")
+    if not values:
+        return None
+    first = values[0].split(",")[0].strip().strip('"')
+    return first or None
+
+
+def _quote_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
 
 
 # The journal ----------------------------------------------------------------------------------

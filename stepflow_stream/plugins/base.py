@@ -35,6 +35,12 @@ class ExecutionContext(Protocol):
     @property
     def task_id(self) -> str: ...
 
+    @property
+    def affinity_key(self) -> str | None:
+        """The step's affinity key, or None when it declares none. Calls with one key are sent
+        to one component-server instance while that instance lives."""
+        ...
+
     async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
         """Store a value and return its content id."""
         ...

@@ -17,6 +17,17 @@ Failures to reach the server (connection refused or reset before any response by
 or 503) are retried with the config's ``retry`` backoff, then reported as UNREACHABLE; the
 component may have run before a connection broke, so execution is at-least-once.
 
+**Instance affinity.** For a step with an affinity key, the plugin remembers which instance
+(``Stepflow-Instance-Id`` of the answer) served the key's last execute, for the 10,000 keys
+used most recently, and sends that id as a ``Stepflow-Instance-Id`` request header with the
+key's next execute, so that a load balancer in front of several instances routes it to the same
+one (a server addressed directly executes it whatever the header). When the instance is gone,
+the mapping is forgotten and the call sent again without the header, and the key then sticks to
+whichever instance answers. It is gone when the request cannot be delivered (no connection, or
+no response), or when the answer is HTTP 503 that does not come from that instance and whose
+JSON body says so: ``"instanceGone": true`` in any object of it, or the instance's id in any
+string. A 503 from the instance itself means it is busy: the call is retried with the header.
+
 HTTP goes through the small client in ``_http11`` rather than httpx, for speed (see there).
 """
 
@@ -27,6 +38,7 @@ import contextlib
 import itertools
 import logging
 import random
+from collections import OrderedDict
 from typing import Any
 
 import msgspec
@@ -59,16 +71,28 @@ _UNAVAILABLE_STATUSES = frozenset({502, 503})
 # uvicorn closes idle connections after 5 s; dropping ours sooner avoids reusing a closing one.
 _KEEPALIVE_EXPIRY = 4.0
 _SETTLE_AFTER_CRASH = 2.0
+AFFINITY_KEYS_KEPT = 10_000
+"""Affinity keys whose instance the plugin remembers (the least recently used are dropped)."""
 
 
 class _Unavailable(Exception):
     """The server could not be reached, or said it is at capacity: worth another try."""
 
 
+class _InstanceGone(Exception):
+    """A load balancer says the instance a call asked for is gone: send it to any other."""
+
+
 class StepflowHttpPlugin(Plugin):
     """Runs components on a Stepflow component server; see the module docstring."""
 
-    def __init__(self, options: PluginOptions, retry: RetryConfig | None = None) -> None:
+    def __init__(
+        self,
+        options: PluginOptions,
+        retry: RetryConfig | None = None,
+        *,
+        affinity_keys_kept: int = AFFINITY_KEYS_KEPT,
+    ) -> None:
         self.name = options.name
         self.settings = parse_settings(options.name, options.settings)
         self.retry = retry or RetryConfig()
@@ -88,6 +112,9 @@ class StepflowHttpPlugin(Plugin):
         self._http = HttpClient(self.settings.connect_timeout_ms / 1000, _KEEPALIVE_EXPIRY)
         self._ids = itertools.count(1)
         self._components: list[ComponentInfo] | None = None
+        self._instances: OrderedDict[str, str] = OrderedDict()
+        """The instance that last served each affinity key, least recently used first."""
+        self._affinity_keys_kept = affinity_keys_kept
 
     def __repr__(self) -> str:
         target = self._url or f"command {self.settings.command!r}"
@@ -157,20 +184,36 @@ class StepflowHttpPlugin(Plugin):
             "attempt": context.attempt,
             "observability": {"run_id": context.run_id, "step_id": context.step_id},
         }
-        result = await self._call("components/execute", params, context)
+        result = await self._call("components/execute", params, context, context.affinity_key)
         if not isinstance(result, dict) or "output" not in result:
             raise self._protocol_error("components/execute answered without 'output'")
         return result["output"]
 
+    def instance_for(self, affinity_key: str) -> str | None:
+        """The instance that executes with ``affinity_key`` are sent to, if one is known."""
+        return self._instances.get(affinity_key)
+
     # Calls ------------------------------------------------------------------------------------
 
-    async def _call(self, method: str, params: JSONObject, context: ExecutionContext | None) -> Any:
-        """One JSON-RPC call, sent again (with backoff) while the server is unavailable."""
+    async def _call(
+        self,
+        method: str,
+        params: JSONObject,
+        context: ExecutionContext | None,
+        affinity: str | None = None,
+    ) -> Any:
+        """One JSON-RPC call, sent again (with backoff) while the server is unavailable, and at
+        once, without the instance header, when the instance it asked for is gone."""
         failures = 0
+        gone = False
         while True:
+            instance = None if affinity is None or gone else self._instance(affinity)
             try:
                 url = self._url if self._url is not None else await self._server_url()
-                return await self._attempt(url, method, params, context)
+                return await self._attempt(url, method, params, context, affinity, instance)
+            except _InstanceGone:
+                gone = True
+                continue
             except _Unavailable as exc:
                 failures += 1
                 if failures > self.retry.transport_max_retries:
@@ -190,6 +233,27 @@ class StepflowHttpPlugin(Plugin):
         except ServerStartError as exc:
             raise _Unavailable(str(exc)) from None
 
+    def _instance(self, affinity: str) -> str | None:
+        instance = self._instances.get(affinity)
+        if instance is not None:
+            self._instances.move_to_end(affinity)
+        return instance
+
+    def _remember(self, affinity: str, instance: str | None) -> None:
+        """Stick ``affinity`` to the instance that answered its call (the newest one wins)."""
+        if instance is None:
+            return
+        instances = self._instances
+        instances[affinity] = instance
+        instances.move_to_end(affinity)
+        if len(instances) > self._affinity_keys_kept:
+            instances.popitem(last=False)
+
+    def _forget(self, affinity: str, instance: str) -> None:
+        """Drop ``affinity``'s instance, unless another call has stuck it to a new one."""
+        if self._instances.get(affinity) == instance:
+            del self._instances[affinity]
+
     def _backoff(self, failures: int) -> float:
         """Seconds to wait after the ``failures``-th failure: exponential, with jitter."""
         retry = self.retry
@@ -199,19 +263,32 @@ class StepflowHttpPlugin(Plugin):
         return random.uniform(delay / 2, delay) / 1000
 
     async def _attempt(
-        self, url: str, method: str, params: JSONObject, context: ExecutionContext | None
+        self,
+        url: str,
+        method: str,
+        params: JSONObject,
+        context: ExecutionContext | None,
+        affinity: str | None = None,
+        instance: str | None = None,
     ) -> Any:
+        """One try of a call; ``instance`` (for the call's ``affinity`` key) goes in the
+        ``Stepflow-Instance-Id`` header, and the instance that answers is remembered."""
         request_id = next(self._ids)
         body = _jsonrpc.request(request_id, method, params)
+        headers = _HEADERS if instance is None else {**_HEADERS, _INSTANCE_HEADER: instance}
         try:
             async with asyncio.timeout(self._timeout):
                 try:
-                    response = await self._http.request("POST", url, body, _HEADERS)
+                    response = await self._http.request("POST", url, body, headers)
                 except (ConnectFailed, NoResponse) as exc:
+                    if affinity is not None and instance is not None:
+                        self._forget(affinity, instance)
                     if self._server is not None:
                         await self._server.settle(_SETTLE_AFTER_CRASH)
                     raise _Unavailable(self._unreachable(url, exc)) from None
                 try:
+                    if affinity is not None:
+                        await self._check_instance(response, url, affinity, instance)
                     return await self._read(response, request_id, url, context)
                 finally:
                     response.close()
@@ -226,6 +303,31 @@ class StepflowHttpPlugin(Plugin):
             raise ComponentError(
                 ErrorCode.UNREACHABLE, self._unreachable(url, exc), retryable=True
             ) from None
+
+    async def _check_instance(
+        self, response: Response, url: str, affinity: str, instance: str | None
+    ) -> None:
+        """Remember the instance that answered an affine call; raise :class:`_InstanceGone`
+        when the answer says the one asked for is gone."""
+        answered = response.headers.get(_INSTANCE_HEADER)
+        if response.status not in _UNAVAILABLE_STATUSES:
+            self._remember(affinity, answered)
+            return
+        if instance is None or response.status != 503 or answered == instance:
+            return
+        body = await response.read()
+        try:
+            document = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            document = None
+        if not _says_gone(document, instance):
+            raise _Unavailable(
+                f"component server '{self.name}' at {url} answered HTTP {response.status}"
+            )
+        self._forget(affinity, instance)
+        logger.info("plugin '%s': instance %s is gone; affinity key %r moves to another",
+                    self.name, instance, affinity)
+        raise _InstanceGone(instance)
 
     async def _read(
         self, response: Response, request_id: int, url: str, context: ExecutionContext | None
@@ -324,6 +426,18 @@ class StepflowHttpPlugin(Plugin):
 
     def _unreachable(self, url: str, exc: Exception) -> str:
         return f"component server '{self.name}' at {url} is unreachable: {exc}"
+
+
+def _says_gone(document: JSON, instance: str) -> bool:
+    """Whether a 503's JSON body says ``instance`` is gone: ``"instanceGone": true`` in any of
+    its objects, or the instance's id in any of its strings."""
+    if isinstance(document, dict):
+        return document.get("instanceGone") is True or any(
+            _says_gone(value, instance) for value in document.values()
+        )
+    if isinstance(document, list):
+        return any(_says_gone(item, instance) for item in document)
+    return isinstance(document, str) and instance in document
 
 
 def _component_info(item: Any) -> ComponentInfo:

@@ -147,19 +147,7 @@ class EmbeddedRuntime:
 
     def check_flow(self, flow: Flow) -> None:
         """Reject a flow whose components no route reaches or no plugin offers."""
-        for step in flow.steps:
-            where = Location(flow.source, step.line, step=step.id, field="component")
-            try:
-                self.config.routes.check(step.component)
-            except ConfigError as exc:
-                raise ConfigError(exc.reason, where) from None
-            known = [
-                self.plugins[name].has_component(component)
-                for name, component in self.config.routes.targets(step.component)
-                if name in self.plugins
-            ]
-            if known and all(k is False for k in known):
-                raise ConfigError(f"unknown component '{step.component}'", where)
+        check_flow(flow, self.config, self.plugins)
 
     async def _plan(self, flow: Flow) -> RunPlan:
         plan = self._plans.get(flow.flow_id)
@@ -285,6 +273,7 @@ class EmbeddedRuntime:
             self._dispatch(run, StepStarted(
                 run_id, -1, 0, step_id=step_id, task_id=task_id, attempt=step.attempt,
                 component=step.component or "", plugin=step.plugin or "", input=step.input,
+                affinity=step.affinity,
             ))
         events = decide(plan, state, _now_ms())
         if events:
@@ -345,6 +334,24 @@ class EmbeddedRuntime:
             self._process(run, result)
 
 
+def check_flow(flow: Flow, config: Config, plugins: Mapping[str, Plugin]) -> None:
+    """Reject, naming the step, a flow whose components no route of ``config`` reaches or
+    whose routed plugins all say they do not have (both runtimes check flows this way)."""
+    for step in flow.steps:
+        where = Location(flow.source, step.line, step=step.id, field="component")
+        try:
+            config.routes.check(step.component)
+        except ConfigError as exc:
+            raise ConfigError(exc.reason, where) from None
+        known = [
+            plugins[name].has_component(component)
+            for name, component in config.routes.targets(step.component)
+            if name in plugins
+        ]
+        if known and all(k is False for k in known):
+            raise ConfigError(f"unknown component '{step.component}'", where)
+
+
 async def call_plugin(
     plugin: Plugin, event: StepStarted, context: ExecutionContext
 ) -> TaskResult:
@@ -390,6 +397,12 @@ class TaskContext:
     @property
     def task_id(self) -> str:
         return self._event.task_id
+
+    @property
+    def affinity_key(self) -> str | None:
+        # From the state, which holds it for tasks re-dispatched on resume as well.
+        step = self._run.state.steps.get(self._event.step_id)
+        return self._event.affinity if step is None else step.affinity
 
     async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
         return await self._runtime.blobs.put(data, blob_type)

@@ -54,6 +54,7 @@ class AgentsCluster:
     task_partitions: int = 2
     checkpoint_every: int = 1000
     workers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    driver: str = "faust"
     prefix: str = field(default_factory=lambda: f"t{uuid.uuid4().hex[:10]}.")
     processes: dict[str, AgentProcess] = field(default_factory=dict)
 
@@ -69,13 +70,18 @@ class AgentsCluster:
         if self.workers:
             runtime["workers"] = self.workers
         document["runtime"] = runtime
-        document["stateStore"] = {"type": "postgres", "databaseUrl": self.postgres_url}
+        # One schema per deployment, as one topic prefix: deployments share the database but
+        # not their runs, snapshots or checkpoints.
+        schema = self.prefix.rstrip(".").replace("-", "_")
+        self.database_url = f"{self.postgres_url}?search_path={schema}"
+        document["stateStore"] = {"type": "postgres", "databaseUrl": self.database_url}
         self.config_path = self.root / "stepflow-config.yml"
         self.config_path.write_text(yaml.safe_dump(document, sort_keys=False))
 
     def command(self, role: str) -> list[str]:
         command = [sys.executable, "-m", "stepflow_stream", "agents", "--config",
-                   str(self.config_path), "--data-dir", str(self.root / "faust")]
+                   str(self.config_path), "--data-dir", str(self.root / "faust"),
+                   "--driver", self.driver]
         if self.plugins_from_flow is not None:
             command += ["--plugins-from-flow", str(self.plugins_from_flow)]
         if role == ORCHESTRATOR:

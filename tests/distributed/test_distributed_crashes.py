@@ -90,8 +90,16 @@ def component_server(tmp_path: Path):  # type: ignore[no-untyped-def]
     server.stop()
 
 
-def _cluster(cluster_factory, server: ComponentServerProcess) -> AgentsCluster:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=["faust", "direct"])
+def driver(request: pytest.FixtureRequest) -> str:
+    """Both ways of feeding the agents: Faust agents, and plain consumer groups."""
+    driver: str = request.param
+    return driver
+
+
+def _cluster(cluster_factory, server: ComponentServerProcess, driver: str) -> AgentsCluster:  # type: ignore[no-untyped-def]
     cluster: AgentsCluster = cluster_factory(
+        driver=driver,
         plugins_document={
             "plugins": {"crash": {"type": "stepflow", "url": f"http://127.0.0.1:{server.port}"}},
             "routes": {"/crash/{*component}": [{"plugin": "crash"}]},
@@ -190,8 +198,8 @@ async def _crash_during_batch(cluster: AgentsCluster, kill, restart) -> tuple[  
     return options, ours
 
 
-async def test_kill_9_of_the_orchestrator(cluster_factory, component_server) -> None:  # type: ignore[no-untyped-def]
-    cluster = _cluster(cluster_factory, component_server)
+async def test_kill_9_of_the_orchestrator(cluster_factory, component_server, driver) -> None:  # type: ignore[no-untyped-def]
+    cluster = _cluster(cluster_factory, component_server, driver)
 
     def restart() -> None:
         cluster.start(ORCHESTRATOR)
@@ -208,13 +216,13 @@ async def test_kill_9_of_the_orchestrator(cluster_factory, component_server) -> 
     assert sum(r["snapshots_loaded"] for r in reports) > 0, reports
 
 
-async def test_kill_9_of_a_worker(cluster_factory, component_server) -> None:  # type: ignore[no-untyped-def]
-    cluster = _cluster(cluster_factory, component_server)
+async def test_kill_9_of_a_worker(cluster_factory, component_server, driver) -> None:  # type: ignore[no-untyped-def]
+    cluster = _cluster(cluster_factory, component_server, driver)
     await _crash_during_batch(
         cluster, lambda: cluster.kill("worker:crash"), lambda: cluster.start("worker:crash")
     )
 
 
-async def test_kill_9_of_the_component_server(cluster_factory, component_server) -> None:  # type: ignore[no-untyped-def]
-    cluster = _cluster(cluster_factory, component_server)
+async def test_kill_9_of_the_component_server(cluster_factory, component_server, driver) -> None:  # type: ignore[no-untyped-def]
+    cluster = _cluster(cluster_factory, component_server, driver)
     await _crash_during_batch(cluster, component_server.kill, component_server.start)

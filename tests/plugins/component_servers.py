@@ -91,11 +91,18 @@ class ServerProcess:
 class StubContext:
     """An ExecutionContext for calling the plugin directly: blobs in a dict, no sub-flows."""
 
-    def __init__(self, attempt: int = 1, run_id: str = "run-1", step_id: str = "step-1") -> None:
+    def __init__(
+        self,
+        attempt: int = 1,
+        run_id: str = "run-1",
+        step_id: str = "step-1",
+        affinity_key: str | None = None,
+    ) -> None:
         self.blobs: dict[str, JSON] = {}
         self._attempt = attempt
         self._run_id = run_id
         self._step_id = step_id
+        self._affinity_key = affinity_key
 
     @property
     def run_id(self) -> str:
@@ -112,6 +119,10 @@ class StubContext:
     @property
     def task_id(self) -> str:
         return f"{self._run_id}/{self._step_id}/{self._attempt}"
+
+    @property
+    def affinity_key(self) -> str | None:
+        return self._affinity_key
 
     async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
         blob_id = content_id(data)

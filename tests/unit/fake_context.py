@@ -30,6 +30,7 @@ class FakeContext:
         attempt: int = 1,
         run_id: str = "run-1",
         step_id: str = "step-1",
+        affinity_key: str | None = None,
     ) -> None:
         self.run_flow = run_flow
         self.blobs: dict[str, JSON] = {}
@@ -39,6 +40,7 @@ class FakeContext:
         self._run_id = run_id
         self._step_id = step_id
         self._attempt = attempt
+        self._affinity_key = affinity_key
 
     @property
     def run_id(self) -> str:
@@ -55,6 +57,10 @@ class FakeContext:
     @property
     def task_id(self) -> str:
         return f"{self._run_id}/{self._step_id}/{self._attempt}"
+
+    @property
+    def affinity_key(self) -> str | None:
+        return self._affinity_key
 
     async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
         blob_id = content_id(data)

@@ -7,16 +7,24 @@ from io import BytesIO
 from typing import Any
 
 import pytest
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
-from stepflow_stream.core.events import ErrorInfo, RunCreated, StepCompleted, StepFailed
+from stepflow_stream.core.events import (
+    ErrorInfo,
+    RunCreated,
+    StepCompleted,
+    StepFailed,
+    StepStarted,
+)
 from stepflow_stream.errors import JournalError
 from stepflow_stream.journal.codec import (
     NAMESPACE,
     SCHEMA_FINGERPRINT,
     current_schema,
     decode_event,
+    earlier_schemas,
+    encode_event,
     register_writer_schema,
 )
 
@@ -164,6 +172,55 @@ def test_older_writer_without_optional_fields_reads_their_defaults() -> None:
     assert decode_event(failed) == StepFailed(
         "run-1", 2, 12, "b", "t-2", 2, ErrorInfo("TIMEOUT", "too slow", None), True
     )
+
+
+def test_step_started_of_a_writer_without_affinity_has_none() -> None:
+    older = current_schema()
+    drop_field(record_schema(older, "StepStarted"), "affinity")
+    data = write_with(
+        older,
+        {
+            "run_id": "run-1",
+            "seq": 3,
+            "timestamp": 13,
+            "payload": (
+                f"{NAMESPACE}.StepStarted",
+                {"step_id": "a", "task_id": "run-1/a/1", "attempt": 1, "component": "/echo",
+                 "plugin": "py", "input": '{"x":1}'},
+            ),
+        },
+    )
+    assert decode_event(data) == StepStarted(
+        "run-1", 3, 13, "a", "run-1/a/1", 1, "/echo", "py", {"x": 1}, affinity=None
+    )
+
+
+def test_step_started_with_affinity_is_read_by_a_reader_without_it() -> None:
+    """Old readers read new records: the added field has a default, so resolution drops it."""
+    event = StepStarted("run-1", 3, 13, "a", "run-1/a/1", 1, "/echo", "py", {"x": 1},
+                        affinity="user-42")
+    data = encode_event(event)
+    assert decode_event(data) == event
+    older = current_schema()
+    drop_field(record_schema(older, "StepStarted"), "affinity")
+    envelope = schemaless_reader(
+        BytesIO(data[9:]), parse_schema(current_schema()), parse_schema(older)
+    )
+    assert envelope["payload"] == {
+        "step_id": "a", "task_id": "run-1/a/1", "attempt": 1, "component": "/echo",
+        "plugin": "py", "input": '{"x":1}',
+    }
+
+
+def test_journals_written_before_affinity_decode_without_registering_anything() -> None:
+    """The schema before StepStarted.affinity (fingerprint 78e1191e139cd3cc, as pinned by the
+    golden bytes of that time) is known to the codec from the start."""
+    [before_affinity] = earlier_schemas()
+    assert "affinity" not in [f["name"] for f in record_schema(before_affinity, "StepStarted")
+                              ["fields"]]
+    body = b"\x02r\x02\x04\x06\x02s\x02t\x12" + b'{"a":1.5}' + b"\x00"
+    data = b"\x01" + bytes.fromhex("78e1191e139cd3cc") + body
+    assert decode_event(data) == StepCompleted("r", 1, 2, "s", "t", {"a": 1.5})
 
 
 def test_registering_the_current_schema_changes_nothing() -> None:

@@ -254,7 +254,8 @@ def test_every_field_that_takes_part_in_equality_is_stored() -> None:
     """A field added to RunState or StepState is covered by snapshots without anybody
     remembering: a state with every such field set survives the round trip."""
     step = StepState(status=StepStatus.FAILED, attempt=2, task_id="t", component="/c",
-                     plugin="p", input={"i": 1}, output=[0], error=ErrorInfo("E", "m", 1),
+                     plugin="p", input={"i": 1}, affinity="k", output=[0],
+                     error=ErrorInfo("E", "m", 1),
                      retryable=True, from_default=True, skip_reason="r", needed_at=1,
                      started_at=2, finished_at=3)
     state = RunState("run-1", next_seq=9, status=RunStatus.FAILED, flow_id="f",

@@ -716,7 +716,8 @@ class TestPostgresMigrations:
                 "WHERE table_schema = current_schema()"
             )
             assert {r["table_name"] for r in tables} == {
-                "schema_migrations", "journal", "runs", "blobs", "run_snapshots"
+                "schema_migrations", "journal", "runs", "blobs", "run_snapshots",
+                "journal_checkpoints",
             }
         finally:
             await connection.close()
