@@ -126,6 +126,7 @@ async def _orchestrate(options: DistributedOptions, config: Config,
     consumer.subscribe([options.topics.commands],
                        listener=_Listener(consumer, progress, orchestrator.assign, revoked))
     await consumer.start()
+    log.info("[^Worker]: Ready (orchestrator, direct driver)")
     committer = asyncio.get_running_loop().create_task(_committer(consumer, progress))
     try:
         while True:
@@ -168,6 +169,7 @@ async def _work(options: DistributedOptions, config: Config, component_class: st
     consumer.subscribe([options.topics.tasks(component_class)],
                        listener=_Listener(consumer, progress, nothing, revoked))
     await consumer.start()
+    log.info("[^Worker]: Ready (worker:%s, direct driver)", component_class)
     committer = asyncio.get_running_loop().create_task(_committer(consumer, progress))
 
     async def execute(tp: TopicPartition, offset: int, value: bytes) -> None:
@@ -222,7 +224,6 @@ def run_direct(options: DistributedOptions, config: Config, role: str,
                 _work(options, config, role.split(":", 1)[1], base_dir))
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, agent.cancel)
-        log.info("[^Worker]: Ready (%s, direct driver)", role)
         with contextlib.suppress(asyncio.CancelledError):
             await agent
 

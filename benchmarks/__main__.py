@@ -259,6 +259,10 @@ def _ratio(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, key: str,
     return f"{ratio:.1f}x"
 
 
+def _ours_label(figures: dict[str, Any]) -> str:
+    return "stepflow-stream" + (f" ({figures['label']})" if figures.get("label") else "")
+
+
 def _distributed_section(args: argparse.Namespace) -> None:
     print("\ndistributed runtime baselines: the local Kafka broker and PostgreSQL server",
           flush=True)
@@ -276,35 +280,49 @@ def _distributed_section(args: argparse.Namespace) -> None:
     dbos = _dbos_postgres(args, env)
     ours = stepflow_distributed(args, env)  # HOOK: None until distributed_side.py exists
 
+    columns: list[tuple[str, dict[str, Any] | None]] = []
     if ours is None:
-        ours_label = "stepflow-stream (distributed_side.py not written yet)"
+        columns.append(("stepflow-stream (distributed_side.py not written yet)", None))
     else:
-        ours_label = "stepflow-stream" + (f" ({ours['label']})" if ours.get("label") else "")
+        extra = {k: v for k, v in ours.items() if isinstance(v, dict)}
+        columns.append((_ours_label(ours), ours))
+        columns.extend((_ours_label(figures), figures) for figures in extra.values())
     dbos_label = f"{_dbos_label(dbos, args)} (PostgreSQL)"
     steps = 10
-    runs_ours = f"{ours['runs_per_s']:,.0f} runs/s" if ours and "runs_per_s" in ours else "-"
-    runs_dbos = f"{dbos['runs_per_s']:,.0f} runs/s" if dbos else "-"
+
+    def runs(figures: dict[str, Any] | None) -> str:
+        return f"{figures['runs_per_s']:,.0f} runs/s" if figures and "runs_per_s" in figures \
+            else "-"
+
     rows = [
         ("per step, p50 (10-step chain / 10; raw: a round trip)",
-         _ms(ours, "chain10_p50_ms", steps),
-         _ms(kafka, "round_trip_p50_ms"), _ms(dbos, "chain10_p50_ms", steps),
-         _ratio(ours, dbos, "chain10_p50_ms")),
+         [_ms(f, "chain10_p50_ms", steps) for _, f in columns],
+         _ms(kafka, "round_trip_p50_ms"), _ms(dbos, "chain10_p50_ms", steps), "chain10_p50_ms",
+         False),
         ("per step, p99 (10-step chain / 10; raw: a round trip)",
-         _ms(ours, "chain10_p99_ms", steps),
-         _ms(kafka, "round_trip_p99_ms"), _ms(dbos, "chain10_p99_ms", steps),
-         _ratio(ours, dbos, "chain10_p99_ms")),
-        ("10-step chain alone, p50", _ms(ours, "chain10_p50_ms"), "-",
-         _ms(dbos, "chain10_p50_ms"), _ratio(ours, dbos, "chain10_p50_ms")),
-        ("10-step chain alone, p99", _ms(ours, "chain10_p99_ms"), "-",
-         _ms(dbos, "chain10_p99_ms"), _ratio(ours, dbos, "chain10_p99_ms")),
-        ("1-step noop runs", runs_ours, "-", runs_dbos,
-         _ratio(ours, dbos, "runs_per_s", higher_is_better=True)),
+         [_ms(f, "chain10_p99_ms", steps) for _, f in columns],
+         _ms(kafka, "round_trip_p99_ms"), _ms(dbos, "chain10_p99_ms", steps), "chain10_p99_ms",
+         False),
+        ("10-step chain alone, p50", [_ms(f, "chain10_p50_ms") for _, f in columns], "-",
+         _ms(dbos, "chain10_p50_ms"), "chain10_p50_ms", False),
+        ("10-step chain alone, p99", [_ms(f, "chain10_p99_ms") for _, f in columns], "-",
+         _ms(dbos, "chain10_p99_ms"), "chain10_p99_ms", False),
+        ("1-step noop runs", [runs(f) for _, f in columns], "-", runs(dbos), "runs_per_s", True),
     ]
     print()
-    print(f"| measure | {ours_label} | raw aiokafka | {dbos_label} | vs DBOS |")
-    print("|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+    labels = " | ".join(label for label, _ in columns)
+    versus = " | ".join(f"{label.split(' (')[-1].rstrip(')')} vs DBOS" for label, _ in columns)
+    print(f"| measure | {labels} | raw aiokafka | {dbos_label} | {versus} |")
+    print("|---|" + "---|" * (len(columns) * 2 + 2))
+    for name, ours_cells, raw, theirs, key, higher in rows:
+        ratios = [_ratio(f, dbos, key, higher_is_better=higher) for _, f in columns]
+        print("| " + " | ".join([name, *ours_cells, raw, theirs, *ratios]) + " |")
+    per_step = [f for _, f in columns if f and "chain10_p50_ms" in f]
+    if per_step and kafka and "round_trip_p50_ms" in kafka:
+        for label, figures in columns:
+            if figures and "chain10_p50_ms" in figures:
+                multiple = figures["chain10_p50_ms"] / steps / kafka["round_trip_p50_ms"]
+                print(f"- {label}: a step's p50 is {multiple:.1f}x the raw round trip")
     notes = [f"raw aiokafka: {KAFKA_ROUND_TRIPS:,} sequential round trips, produce to X, "
              "consume and produce to Y, consume (idempotent producers, linger 0, "
              "read_committed consumers), one process"]

@@ -62,7 +62,6 @@ def _write_config(root: Path, env: dict[str, str]) -> Path:
             "type": "kafka", "bootstrapServers": env["STEPFLOW_KAFKA_BOOTSTRAP"],
             "topicPrefix": f"bench-{prefix}.", "partitions": PARTITIONS,
             "taskPartitions": PARTITIONS,
-            "commitLingerMs": int(env.get("STEPFLOW_BENCH_LINGER_MS", "1")),
             "workers": {"builtin": {"concurrency": WORKER_CONCURRENCY}},
         },
         "stateStore": {"type": "postgres",
@@ -71,7 +70,9 @@ def _write_config(root: Path, env: dict[str, str]) -> Path:
     return config
 
 
-def _start_agents(root: Path, config: Path) -> list[tuple[subprocess.Popen[bytes], Path]]:
+def _start_agents(
+    root: Path, config: Path, driver: str
+) -> list[tuple[subprocess.Popen[bytes], Path]]:
     agents = []
     for name, role in [("orchestrator", ["--orchestrator-only"]),
                        ("worker", ["--no-orchestrator", "--classes", "builtin"])]:
@@ -80,7 +81,7 @@ def _start_agents(root: Path, config: Path) -> list[tuple[subprocess.Popen[bytes
             process = subprocess.Popen(
                 [sys.executable, "-m", "stepflow_stream", "agents", "--config", str(config),
                  "--data-dir", str(root / "faust"), "--log-level", "info",
-                 "--driver", os.environ.get("STEPFLOW_BENCH_DRIVER", "faust"), *role],
+                 "--driver", driver, *role],
                 stdout=out, stderr=subprocess.STDOUT, cwd=root,
             )
         agents.append((process, log))
@@ -187,7 +188,6 @@ async def _measure(config_path: Path, items: int, runs: int) -> dict[str, Any]:
         "chain10_p99_ms": latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000,
         "runs_per_s": items / (finished - started),
         "submit_per_s": items / submitted,
-        "label": f"{PARTITIONS} partitions, 1 orchestrator, 1 worker",
     }
 
 
@@ -202,22 +202,33 @@ async def _drop_schema(url: str, config_path: Path) -> None:
         await connection.close()
 
 
+def _measure_driver(driver: str, env: dict[str, str], items: int, runs: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="stepflow-bench-") as work:
+        root = Path(work)
+        config = _write_config(root, env)
+        agents = _start_agents(root, config, driver)
+        try:
+            figures = asyncio.run(_measure(config, items, runs))
+        finally:
+            _stop_agents(agents)
+            asyncio.run(_drop_schema(env["STEPFLOW_POSTGRES_URL"], config))
+    figures["label"] = f"{driver} driver, {PARTITIONS} partitions"
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--drivers", default="faust,direct",
+                        help="comma-separated: faust (the default of `agents`), direct")
     args = parser.parse_args()
     env = dict(os.environ)
-    with tempfile.TemporaryDirectory(prefix="stepflow-bench-") as work:
-        os.environ["STEPFLOW_BENCH_WORKDIR"] = work
-        root = Path(work)
-        config = _write_config(root, env)
-        agents = _start_agents(root, config)
-        try:
-            figures = asyncio.run(_measure(config, args.items, args.runs))
-        finally:
-            _stop_agents(agents)
-            asyncio.run(_drop_schema(env["STEPFLOW_POSTGRES_URL"], config))
+    drivers = [d.strip() for d in args.drivers.split(",") if d.strip()]
+    figures = _measure_driver(drivers[0], env, args.items, args.runs)
+    # Further drivers ride along under their own names, for a column each.
+    for driver in drivers[1:]:
+        figures[driver] = _measure_driver(driver, env, args.items, args.runs)
     print(json.dumps(figures))
     return 0
 

@@ -9,6 +9,7 @@ actually stored: a re-appended seq (kept as it was) changes nothing.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Iterable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
@@ -50,9 +51,12 @@ class PostgresDatabase:
         try:
             schema = _first_schema(url)
             if schema is not None:
-                await connection.execute(
-                    f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}"
-                )
+                # Two processes creating it at once: IF NOT EXISTS does not stop the loser from
+                # failing on the catalog's unique index, but the schema is there all the same.
+                with contextlib.suppress(asyncpg.UniqueViolationError):
+                    await connection.execute(
+                        f"CREATE SCHEMA IF NOT EXISTS {_quote_identifier(schema)}"
+                    )
             await migrate(connection)
         finally:
             await connection.close()

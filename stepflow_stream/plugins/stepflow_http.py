@@ -299,10 +299,14 @@ class StepflowHttpPlugin(Plugin):
                 f"{self.settings.timeout_ms} ms",
                 retryable=True,
             ) from None
-        except BrokenResponse as exc:  # the answer had begun: the call is not resent
-            raise ComponentError(
-                ErrorCode.UNREACHABLE, self._unreachable(url, exc), retryable=True
-            ) from None
+        except BrokenResponse as exc:
+            # The server died while answering. Sending the call again is what a call that got
+            # no answer at all gets too: execution is at-least-once either way.
+            if affinity is not None and instance is not None:
+                self._forget(affinity, instance)
+            if self._server is not None:
+                await self._server.settle(_SETTLE_AFTER_CRASH)
+            raise _Unavailable(self._unreachable(url, exc)) from None
 
     async def _check_instance(
         self, response: Response, url: str, affinity: str, instance: str | None

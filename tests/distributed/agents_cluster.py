@@ -122,6 +122,14 @@ class AgentsCluster:
         agent = self.processes[role]
         return "\n".join(agent.log().splitlines()[agent.started_at_line:])
 
+    def assert_alive(self) -> None:
+        """Fail at once, with its log, if an agent has died (rather than waiting for runs
+        that can no longer end)."""
+        for role, agent in self.processes.items():
+            if not agent.alive():
+                raise AssertionError(f"agent {role} exited with {agent.process.returncode}:\n"
+                                     f"{agent.log()[-3000:]}")
+
     def kill(self, role: str) -> None:
         agent = self.processes[role]
         agent.process.send_signal(signal.SIGKILL)

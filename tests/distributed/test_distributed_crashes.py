@@ -137,9 +137,10 @@ async def _finished(options: DistributedOptions, batch_id: str) -> int:
 
 
 async def _wait_finished(options: DistributedOptions, batch_id: str, count: int,
-                         timeout_s: float) -> None:
+                         timeout_s: float, cluster: AgentsCluster) -> None:
     deadline = time.monotonic() + timeout_s
     while (done := await _finished(options, batch_id)) < count:
+        cluster.assert_alive()
         if time.monotonic() > deadline:
             raise AssertionError(f"only {done} of {count} runs finished in {timeout_s} s")
         await asyncio.sleep(0.1)
@@ -173,14 +174,14 @@ async def _crash_during_batch(cluster: AgentsCluster, kill, restart) -> tuple[  
     async with DistributedClient(options, config) as client:
         await _submit_batch(client, batch_id)
         # Strike while the batch is under way: some runs done, most not.
-        await _wait_finished(options, batch_id, RUNS // 5, timeout_s=120)
+        await _wait_finished(options, batch_id, RUNS // 5, timeout_s=120, cluster=cluster)
         done_at_kill = await _finished(options, batch_id)
         print(f"killing with {done_at_kill} of {RUNS} runs finished")
         assert done_at_kill < RUNS * 0.9, "the batch ended before the crash: nothing was tested"
         kill()
         await asyncio.sleep(0.5)
         restart()
-        await _wait_finished(options, batch_id, RUNS, timeout_s=240)
+        await _wait_finished(options, batch_id, RUNS, timeout_s=240, cluster=cluster)
         results = {}
         for index in range(RUNS):
             results[index] = await client.result(f"{batch_id}-{index}")

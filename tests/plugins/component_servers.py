@@ -99,6 +99,8 @@ class StubContext:
         affinity_key: str | None = None,
     ) -> None:
         self.blobs: dict[str, JSON] = {}
+        self.blob_puts = 0
+        """put_blob calls, each counted (a blob put twice is stored once)."""
         self._attempt = attempt
         self._run_id = run_id
         self._step_id = step_id
@@ -127,6 +129,7 @@ class StubContext:
     async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
         blob_id = content_id(data)
         self.blobs[blob_id] = data
+        self.blob_puts += 1
         return blob_id
 
     async def get_blob(self, blob_id: str) -> JSON:

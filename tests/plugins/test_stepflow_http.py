@@ -216,16 +216,44 @@ async def test_a_server_killed_mid_request_is_unreachable_then_a_retry_succeeds(
     await plugin.stop()
 
 
-async def test_a_server_dying_mid_stream_is_unreachable_and_not_resent(
+async def test_a_server_dying_mid_stream_is_a_transport_failure_and_resent(
     start_server: Callable[..., ServerProcess],
 ) -> None:
+    """An answer cut off is treated as no answer: the call is sent again (execution is
+    at-least-once; callbacks are idempotent: blobs are content-addressed, sub-run ids derive
+    from the task id)."""
     server = start_server()
     plugin = make_plugin(url=server.url)
     context = StubContext()
     error = await failure_in(plugin, "/crash_mid_stream", {"n": 1}, context)
     assert (error.code, error.retryable) == (ErrorCode.UNREACHABLE, True)
-    assert "tried" not in error.message  # the answer had begun: no transport retry
+    assert "tried 4 times" in error.message  # the first try, then the 3 transport retries
+    assert context.blob_puts == 1  # the server died with the first try: nobody got the others
     assert list(context.blobs.values()) == [{"n": 1}]
+    await plugin.stop()
+
+
+async def test_a_call_cut_off_by_a_crash_succeeds_once_the_server_is_back(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    server = start_server()
+    retry = RetryConfig(transport_max_retries=50, backoff_min_delay_ms=50,
+                        backoff_max_delay_ms=100)
+    plugin = make_plugin(retry=retry, url=server.url)
+    context = StubContext()
+    call = asyncio.ensure_future(plugin.execute("/crash_mid_stream", {"n": 2}, context))
+    deadline = time.monotonic() + 10
+    while server.alive() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert not server.alive()
+    server.restart()
+    # The restarted server gets the call again (its callback runs a second time) and crashes
+    # again, as this component always does; then the retries meet a dead server.
+    with pytest.raises(ComponentError) as caught:
+        await asyncio.wait_for(call, 30)
+    assert caught.value.code == ErrorCode.UNREACHABLE
+    assert context.blob_puts == 2
+    assert list(context.blobs.values()) == [{"n": 2}]
     await plugin.stop()
 
 
