@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from agents_cluster import ORCHESTRATOR, AgentsCluster
 
 from stepflow_stream.cli.loading import load_flow
@@ -20,8 +21,11 @@ PLUGINS = {
 }
 
 
-async def test_a_run_completes_and_its_journal_folds_to_its_result(cluster_factory) -> None:
-    cluster: AgentsCluster = cluster_factory(plugins_document=PLUGINS)
+@pytest.mark.parametrize("driver", ["faust", "direct"])
+async def test_a_run_completes_and_its_journal_folds_to_its_result(
+    cluster_factory, driver: str  # type: ignore[no-untyped-def]
+) -> None:
+    cluster: AgentsCluster = cluster_factory(plugins_document=PLUGINS, driver=driver)
     cluster.start_all([ORCHESTRATOR, "worker:builtin"])
     config = load_config(cluster.config_path, {})
     options = distributed_options(config)
