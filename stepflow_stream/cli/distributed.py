@@ -47,9 +47,10 @@ def add_agents_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where Faust keeps its local files (default .stepflow/agents)")
     parser.add_argument("--log-level", default="info", choices=["crit", "error", "warn",
                                                                   "info", "debug"])
-    parser.add_argument("--driver", default="faust", choices=["faust", "direct"],
-                        help="what feeds the agents records: Faust agents (default), or plain "
-                        "aiokafka consumer groups, which cost less per hop")
+    parser.add_argument("--driver", choices=["faust", "direct"],
+                        help="what feeds the agents records: Faust agents, or plain aiokafka "
+                        "consumer groups, which cost less per record (default: the config's "
+                        "runtime.agentDriver, else faust)")
 
 
 def cluster_config(config_path: Path, plugins_from_flow: Path | None) -> Config:
@@ -95,7 +96,7 @@ def _run_role(args: argparse.Namespace, config: Config, role: str) -> int:
     options = distributed_options(config)
     # /builtin/load_file reads below the flow's folder, as `run` and `test` do.
     base_dir = (args.plugins_from_flow or args.config).resolve().parent
-    if args.driver == "direct":
+    if (args.driver or options.agent_driver) == "direct":
         from agents.direct import run_direct
 
         level = {"crit": "CRITICAL", "warn": "WARNING"}.get(args.log_level,
@@ -122,7 +123,9 @@ def _supervise(args: argparse.Namespace, roles: list[str]) -> int:
     def start(role: str) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "stepflow_stream", "agents", "--config",
                    str(args.config), "--data-dir", str(args.data_dir),
-                   "--log-level", args.log_level, "--driver", args.driver]
+                   "--log-level", args.log_level]
+        if args.driver is not None:
+            command += ["--driver", args.driver]
         if args.plugins_from_flow is not None:
             command += ["--plugins-from-flow", str(args.plugins_from_flow)]
         if role == ORCHESTRATOR:

@@ -52,15 +52,17 @@ class DistributedOptions:
     """Partitions of each task topic: the worker parallelism of a class."""
     replication_factor: int = 1
     """Replicas of each topic the runtime creates."""
-    commit_linger_s: float = 0.001
-    """At most one journal transaction per partition starts within this long: commands that
-    arrive meanwhile share it. A transaction costs the broker about the same whatever its
-    size, so under load this trades a few milliseconds of latency for throughput."""
+    transaction_max_s: float = 0.05
+    """How long a journal transaction may stay open while no run in it has ended. Workers see
+    tasks before their transaction commits; clients and catch-up see events only after it."""
     checkpoint_every: int = 1000
     """Events appended to a journal partition between two checkpoints (snapshots of the
     partition's changed runs plus the journal offset they cover)."""
     checkpoint_interval_s: float = 1.0
     """At most this long between checkpoints of a partition that has new events."""
+    agent_driver: str = "faust"
+    """What feeds the agents records: ``faust`` (Faust agents) or ``direct`` (plain aiokafka
+    consumer groups: the same orchestrator and workers, without Faust's per-record cost)."""
     session_timeout_s: float = 10.0
     """How long Kafka waits for a silent agent before it hands its partitions to another."""
     workers: Mapping[str, WorkerOptions] = field(default_factory=dict)
@@ -98,10 +100,11 @@ def distributed_options(config: Config) -> DistributedOptions:
         partitions=reader.count("partitions", 4),
         task_partitions=reader.count("taskPartitions", 4),
         replication_factor=reader.count("replicationFactor", 1),
-        commit_linger_s=reader.milliseconds("commitLingerMs", 1) / 1000,
+        transaction_max_s=reader.milliseconds("transactionMaxMs", 50) / 1000,
         checkpoint_every=reader.count("checkpointEvery", 1000),
         checkpoint_interval_s=reader.seconds("checkpointIntervalSeconds", 1.0),
         session_timeout_s=reader.seconds("sessionTimeoutSeconds", 10.0),
+        agent_driver=reader.choice("agentDriver", ("faust", "direct"), "faust"),
         workers=reader.workers(set(config.plugins)),
     )
     reader.reject_unknown()
@@ -110,8 +113,8 @@ def distributed_options(config: Config) -> DistributedOptions:
 
 _KNOWN = frozenset({
     "bootstrapServers", "topicPrefix", "partitions", "taskPartitions", "replicationFactor",
-    "checkpointEvery", "checkpointIntervalSeconds", "commitLingerMs", "sessionTimeoutSeconds",
-    "workers",
+    "checkpointEvery", "checkpointIntervalSeconds", "transactionMaxMs", "sessionTimeoutSeconds",
+    "workers", "agentDriver",
 })
 
 
@@ -139,6 +142,12 @@ class _SettingsReader:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise self.error(name, "is a positive integer")
         return value
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.settings.get(name, default)
+        if value not in choices:
+            raise self.error(name, f"is one of {', '.join(choices)}")
+        return str(value)
 
     def milliseconds(self, name: str, default: int) -> int:
         value = self.settings.get(name, default)

@@ -1,11 +1,17 @@
 """The orchestrator: the one writer of its journal partitions.
 
 For each partition *p* of the commands topic it owns, it keeps the state of the partition's
-unfinished runs in memory and turns commands into events with the pure scheduler. Everything
-one batch of commands causes (events on journal partition *p*, tasks on the task topics) is
-produced in one Kafka transaction of the producer ``{prefix}stepflow-orchestrator-{p}``: a new
-owner of *p* starts that producer first, which fences the old owner and aborts its open
-transaction, and only then reads the journal (invariants 5 and 6).
+unfinished runs in memory and turns commands into events with the pure scheduler. What the
+commands cause (events on journal partition *p*, tasks on the task topics) is written in Kafka
+transactions of the producer ``{prefix}stepflow-orchestrator-{p}``: a new owner of *p* starts
+that producer first, which fences the old owner and aborts its open transaction, and only then
+reads the journal (invariants 5 and 6).
+
+A transaction stays open across batches of commands and is committed when a run in it ends,
+when it has been open ``transaction_max_s``, or when it is large. Workers read task records
+without waiting for the commit, so a step costs no transaction round trip; a crash aborts the
+open transaction and the next owner decides those steps again, with the same task ids, from the
+committed journal (task execution is at-least-once, each result is applied once).
 
 Commands are acknowledged (their offsets become committable) only after the transaction that
 holds their events has committed. A command delivered again after a crash changes nothing: the
@@ -74,6 +80,7 @@ _TERMINAL = (RunCompleted, RunFailed, RunCancelled)
 _FINISHED_KEPT = 100_000
 _INBOX_LIMIT = 10_000
 _STATS_EVERY_S = 5.0
+_RECORDS_PER_TRANSACTION = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +225,7 @@ class _PartitionOwner:
         self.next_offset = 0
         self.events_since_checkpoint = 0
         self.last_checkpoint = time.monotonic()
-        self.last_commit = 0.0
+        self.open: _OpenTransaction | None = None
         self.stats = _Stats(partition)
         self.loop_task: asyncio.Task[None] | None = None
         self.projection: asyncio.Queue[_Projection | None] = asyncio.Queue()
@@ -254,21 +261,22 @@ class _PartitionOwner:
             self.projector_task = asyncio.get_running_loop().create_task(self._project())
             while True:
                 if not self.inbox:
+                    if self.open is not None and (self.stopping or self._commit_due()):
+                        await self._commit_open()
+                        continue
                     if self.stopping:
                         return
                     self.inbox_changed.clear()
-                    await self.inbox_changed.wait()
+                    timeout = None if self.open is None else self._until_due()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.inbox_changed.wait(), timeout)
                     continue
-                # Each transaction costs the broker about 2 ms of CPU whatever its size: under
-                # load, commands that arrive within the linger share one.
-                linger = self.options.commit_linger_s - (time.monotonic() - self.last_commit)
-                if linger > 0 and len(self.inbox) < _INBOX_LIMIT // 2:
-                    await asyncio.sleep(linger)
                 received, self.inbox = self.inbox, []
                 self.room.set()
                 batch = await self._process(received)
-                self.last_commit = time.monotonic()
-                await self._commit(batch)
+                await self._append(batch)
+                if self._commit_due():
+                    await self._commit_open()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -327,28 +335,79 @@ class _PartitionOwner:
         if state.terminal:
             batch.finished.append(state.run_id)
 
-    async def _commit(self, batch: _Batch) -> None:
-        started = time.monotonic()
+    # Transactions ---------------------------------------------------------------------------
+    #
+    # A transaction stays open across batches: records go out as batches are processed, and
+    # workers (which read uncommitted task records) start at once, so a step costs no
+    # transaction round trip. It is committed as soon as a run in it has ended (so the end is
+    # visible), when it has been open ``transaction_max_s``, or when it holds many records;
+    # commands are acknowledged only then. A crash aborts it whole: the next owner decides
+    # those steps again (with the same task ids) from the committed journal.
+
+    async def _append(self, batch: _Batch) -> None:
+        if self.open is None:
+            if not batch.events:
+                await asyncio.gather(*(ack() for ack in batch.acks))
+                return
+            await self.producer.begin_transaction()
+            self.open = _OpenTransaction(time.monotonic())
         if batch.events:
-            producer = self.producer
-            await producer.begin_transaction()
-            journal = [(run_key(event.run_id), encode_event(event)) for event in batch.events]
-            last_offset = await _send_batched(
-                producer, self.journal_topic, self.partition, journal
-            )
-            by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
-            for topic, key, value in batch.tasks:
-                partition = _key_partition(key, self.options.task_partitions)
-                by_partition.setdefault((topic, partition), []).append((key, value))
-            sent = [_send_batched(producer, topic, partition, records)
-                    for (topic, partition), records in by_partition.items()]
-            await asyncio.gather(*sent)
-            await producer.commit_transaction()
-            self.next_offset = await last_offset + 1
-        await asyncio.gather(*(ack() for ack in batch.acks))
-        if batch.events:
+            last = await self._send(batch)
+            self.open.last_offset = last
+            self.open.records += len(batch.events) + len(batch.tasks)
+            self.open.finished = self.open.finished or bool(batch.finished)
+        self.open.batches.append(batch)
+
+    def _commit_due(self) -> bool:
+        open = self.open
+        return open is not None and (
+            open.finished or open.records >= _RECORDS_PER_TRANSACTION or self._until_due() <= 0
+        )
+
+    def _until_due(self) -> float:
+        assert self.open is not None
+        return self.open.started + self.options.transaction_max_s - time.monotonic()
+
+    async def _commit_open(self) -> None:
+        open, self.open = self.open, None
+        assert open is not None and open.last_offset is not None
+        await self.producer.commit_transaction()
+        self.next_offset = await open.last_offset + 1
+        commands = events = 0
+        for batch in open.batches:
+            await asyncio.gather(*(ack() for ack in batch.acks))
             self._after_commit(batch)
-        self.stats.add(len(batch.acks), len(batch.events), time.monotonic() - started)
+            commands += len(batch.acks)
+            events += len(batch.events)
+        self.stats.add(commands, events, time.monotonic() - open.started)
+
+    async def _send(self, batch: _Batch) -> Awaitable[int]:
+        """Queue the batch's records in the open transaction (in order after those before
+        them: one producer, one partition); returns what resolves to the journal's last offset
+        once the broker has them all."""
+        producer = self.producer
+        journal = [(run_key(event.run_id), encode_event(event)) for event in batch.events]
+        last = await _send_batched(producer, self.journal_topic, self.partition, journal)
+        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
+        for topic, key, value in batch.tasks:
+            partition = _key_partition(key, self.options.task_partitions)
+            by_partition.setdefault((topic, partition), []).append((key, value))
+        others = [await _send_batched(producer, topic, partition, records)
+                  for (topic, partition), records in by_partition.items()]
+
+        async def delivered() -> int:
+            offset = await last
+            await asyncio.gather(*others)
+            return offset
+
+        return asyncio.ensure_future(delivered())
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Write ``batch`` in a transaction of its own and wait for the commit (catching up,
+        when nothing else is in flight)."""
+        await self._append(batch)
+        if self.open is not None:
+            await self._commit_open()
 
     def _after_commit(self, batch: _Batch) -> None:
         snapshots: list[Snapshot] = []
@@ -517,31 +576,41 @@ def _key_partition(key: bytes, partitions: int) -> int:
 
 class _Stats:
     """Logs, every ``_STATS_EVERY_S`` of activity, how many commands one transaction carried
-    and how long committing took: what to look at when throughput or latency disappoints."""
+    and how long it stayed open: what to look at when throughput or latency disappoints."""
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
         self.since = time.monotonic()
         self.transactions = self.commands = self.events = 0
-        self.commit_s = 0.0
+        self.open_s = 0.0
 
-    def add(self, commands: int, events: int, commit_s: float) -> None:
+    def add(self, commands: int, events: int, open_s: float) -> None:
         self.transactions += 1
         self.commands += commands
         self.events += events
-        self.commit_s += commit_s
+        self.open_s += open_s
         elapsed = time.monotonic() - self.since
         if elapsed >= _STATS_EVERY_S:
             log.info(
                 "partition %d: %.0f commands/s, %.0f events/s, %d transactions, "
-                "%.1f commands per transaction, %.2f ms per commit",
+                "%.1f commands per transaction, open %.2f ms on average",
                 self.partition, self.commands / elapsed, self.events / elapsed,
                 self.transactions, self.commands / self.transactions,
-                self.commit_s / self.transactions * 1000,
+                self.open_s / self.transactions * 1000,
             )
             self.since = time.monotonic()
             self.transactions = self.commands = self.events = 0
-            self.commit_s = 0.0
+            self.open_s = 0.0
+
+
+@dataclass(slots=True)
+class _OpenTransaction:
+    started: float
+    batches: list[_Batch] = field(default_factory=list)
+    records: int = 0
+    finished: bool = False
+    """A run in it has ended: commit now, so its end becomes visible."""
+    last_offset: Awaitable[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from agents_cluster import ORCHESTRATOR, AgentsCluster
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -248,8 +249,9 @@ async def delete_topics(bootstrap: str, prefixes: list[str]) -> None:
             await admin.close()
 
 
+@pytest.mark.parametrize("driver", ["faust", "direct"])
 async def test_every_flow_gives_the_same_result_distributed_as_embedded(
-    cluster_factory: Callable[..., AgentsCluster], kafka_bootstrap: str
+    cluster_factory: Callable[..., AgentsCluster], kafka_bootstrap: str, driver: str
 ) -> None:
     files = flow_files()
     report = Report()
@@ -261,7 +263,7 @@ async def test_every_flow_gives_the_same_result_distributed_as_embedded(
     clusters: list[AgentsCluster] = []
 
     def make_cluster(**kwargs: object) -> AgentsCluster:
-        cluster = cluster_factory(**kwargs)
+        cluster = cluster_factory(driver=driver, **kwargs)
         clusters.append(cluster)
         return cluster
 

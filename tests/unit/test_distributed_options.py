@@ -35,18 +35,19 @@ def test_settings_are_read_with_their_defaults() -> None:
 def test_every_setting_and_worker_class_is_read() -> None:
     options = _options({
         "type": "kafka", "bootstrapServers": "${KAFKA}", "topicPrefix": "prod.",
-        "partitions": 8, "taskPartitions": 2, "commitLingerMs": 0, "checkpointEvery": 50,
+        "partitions": 8, "taskPartitions": 2, "transactionMaxMs": 0, "checkpointEvery": 50,
         "checkpointIntervalSeconds": 0.5, "sessionTimeoutSeconds": 12,
-        "workers": {"gpu": {"concurrency": 2, "timeoutSeconds": 600}},
+        "workers": {"gpu": {"concurrency": 2, "timeoutSeconds": 600}}, "agentDriver": "direct",
     }, env={"KAFKA": "a:1,b:2"})
     assert options.bootstrap_servers == "a:1,b:2"
     assert options.topics.journal == "prod.stepflow.journal"
     assert options.topics.tasks("gpu") == "prod.stepflow.tasks.gpu"
-    assert (options.partitions, options.task_partitions, options.commit_linger_s) == (8, 2, 0)
+    assert (options.partitions, options.task_partitions, options.transaction_max_s) == (8, 2, 0)
     assert (options.checkpoint_every, options.checkpoint_interval_s) == (50, 0.5)
     assert options.session_timeout_s == 12
     assert options.worker("gpu") == WorkerOptions(concurrency=2, timeout_s=600)
     assert options.worker("builtin") == WorkerOptions()
+    assert options.agent_driver == "direct"
 
 
 @pytest.mark.parametrize(("runtime", "store", "expected"), [
@@ -57,12 +58,14 @@ def test_every_setting_and_worker_class_is_read() -> None:
      "'partitions' is a positive integer, got 0"),
     ({"type": "kafka", "bootstrapServers": "k:1", "partitions": "4"}, None,
      "'partitions' is a positive integer"),
-    ({"type": "kafka", "bootstrapServers": "k:1", "commitLingerMs": -1}, None,
-     "'commitLingerMs' is a non-negative integer"),
+    ({"type": "kafka", "bootstrapServers": "k:1", "transactionMaxMs": -1}, None,
+     "'transactionMaxMs' is a non-negative integer"),
     ({"type": "kafka", "bootstrapServers": "k:1", "workers": {"cpu": {}}}, None,
      "'workers.cpu' names no plugin (plugins: builtin, gpu)"),
     ({"type": "kafka", "bootstrapServers": "k:1", "workers": {"gpu": {"threads": 2}}}, None,
      "is {concurrency: N, timeoutSeconds: S}"),
+    ({"type": "kafka", "bootstrapServers": "k:1", "agentDriver": "fast"}, None,
+     "'agentDriver' is one of faust, direct, got 'fast'"),
     ({"type": "kafka", "bootstrapServers": "k:1", "partition": 4}, None,
      "unknown runtime setting 'partition'"),
 ])
