@@ -15,12 +15,10 @@ from pathlib import Path
 
 from stepflow_stream.cli.loading import (
     load_flow,
-    load_input_file,
     load_run_config,
-    parse_input_json,
     parse_variables,
 )
-from stepflow_stream.cli.run import check_input
+from stepflow_stream.cli.run import single_input
 from stepflow_stream.config.model import Config
 from stepflow_stream.distributed.client import DistributedClient
 from stepflow_stream.distributed.options import distributed_options
@@ -189,13 +187,7 @@ def submit_command(args: argparse.Namespace) -> int:
     config = load_run_config(args.config, args.flow)
     options = distributed_options(config)
     variables = parse_variables(args.var, args.variables_json)
-    if args.input_file is not None:
-        input_value = load_input_file(args.input_file)
-    elif args.input is not None:
-        input_value = parse_input_json(args.input, "--input")
-    else:
-        input_value = {}
-    check_input(flow, input_value)
+    input_value = single_input(args, flow)
     if args.timeout is not None and args.timeout <= 0:
         raise InputError("--timeout must be a positive number of seconds")
 

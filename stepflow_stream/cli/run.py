@@ -60,6 +60,13 @@ def command(args: argparse.Namespace) -> int:
             raise InputError("--max-concurrency must be at least 1")
         inputs = list(read_jsonl(args.inputs))
         return asyncio.run(_batch(args, flow, config, variables, inputs))
+    input_value = single_input(args, flow)
+    return asyncio.run(_single(args, flow, config, variables, input_value))
+
+
+def single_input(args: argparse.Namespace, flow: Flow) -> JSON:
+    """The run input of ``--input-file`` or ``--input`` (default ``{}``), checked against the
+    flow's input schema."""
     if args.input_file is not None:
         input_value = load_input_file(args.input_file)
     elif args.input is not None:
@@ -67,7 +74,7 @@ def command(args: argparse.Namespace) -> int:
     else:
         input_value = {}
     check_input(flow, input_value)
-    return asyncio.run(_single(args, flow, config, variables, input_value))
+    return input_value
 
 
 def check_input(flow: Flow, value: JSON) -> None:

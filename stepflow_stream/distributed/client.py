@@ -126,10 +126,7 @@ class DistributedClient:
         """
         assert self.database is not None, "start() the client first"
         resolved = resolve_variables(flow, variables or {}, os.environ)
-        if flow.flow_id not in self._stored_flows:
-            self.check_flow(flow)
-            await PostgresBlobStore(self.database).put(flow.document, "flow")
-            self._stored_flows.add(flow.flow_id)
+        await self._store_flow(flow)
         run_id = run_id or uuid.uuid4().hex
         await self.send(SubmitRun(
             run_id=run_id, flow_id=flow.flow_id, input=input, variables=resolved.redacted(),
@@ -153,10 +150,7 @@ class DistributedClient:
         if run_ids is not None and len(run_ids) != len(inputs):
             raise ValueError(f"{len(run_ids)} run ids for {len(inputs)} inputs")
         resolved = resolve_variables(flow, variables or {}, os.environ).redacted()
-        if flow.flow_id not in self._stored_flows:
-            self.check_flow(flow)
-            await PostgresBlobStore(self.database).put(flow.document, "flow")
-            self._stored_flows.add(flow.flow_id)
+        await self._store_flow(flow)
         ids = list(run_ids) if run_ids is not None else [uuid.uuid4().hex for _ in inputs]
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for index, (run_id, input) in enumerate(zip(ids, inputs, strict=True)):
@@ -179,6 +173,14 @@ class DistributedClient:
                 builder, self.options.topics.commands, partition=partition))
         await asyncio.gather(*deliveries)
         return ids
+
+    async def _store_flow(self, flow: Flow) -> None:
+        """Check the flow and store it where the orchestrator finds it by id (once)."""
+        assert self.database is not None, "start() the client first"
+        if flow.flow_id not in self._stored_flows:
+            self.check_flow(flow)
+            await PostgresBlobStore(self.database).put(flow.document, "flow")
+            self._stored_flows.add(flow.flow_id)
 
     async def cancel(self, run_id: str, reason: str = "cancelled by request") -> None:
         await self.send(CancelRun(run_id, reason))

@@ -30,6 +30,7 @@ from stepflow_stream.journal.memory import MemoryJournal
 from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase
 from stepflow_stream.kafka.records import command_record
 from stepflow_stream.runtime.embedded import EmbeddedOptions, EmbeddedRuntime, call_plugin
+from stepflow_stream.runtime.task_context import BlobTaskContext
 
 __all__ = ["TaskWorker"]
 
@@ -102,45 +103,15 @@ class TaskWorker:
                               error=ErrorInfo(ErrorCode.TIMEOUT, message), retryable=True)
 
 
-class _WorkerContext:
+class _WorkerContext(BlobTaskContext):
     """The ExecutionContext of a task on a worker: blobs in Postgres, sub-flows in-process."""
 
-    __slots__ = ("_event", "_sub_runs", "_worker")
+    __slots__ = ("_sub_runs", "_worker")
 
     def __init__(self, worker: TaskWorker, event: StepStarted) -> None:
+        super().__init__(event, worker.blobs)
         self._worker = worker
-        self._event = event
         self._sub_runs = 0
-
-    @property
-    def run_id(self) -> str:
-        return self._event.run_id
-
-    @property
-    def step_id(self) -> str:
-        return self._event.step_id
-
-    @property
-    def attempt(self) -> int:
-        return self._event.attempt
-
-    @property
-    def task_id(self) -> str:
-        return self._event.task_id
-
-    @property
-    def affinity_key(self) -> str | None:
-        return self._event.affinity
-
-    async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
-        return await self._worker.blobs.put(data, blob_type)
-
-    async def get_blob(self, blob_id: str) -> JSON:
-        try:
-            return await self._worker.blobs.get(blob_id)
-        except KeyError:
-            raise ComponentError(ErrorCode.INVALID_INPUT, f"no blob with id '{blob_id}'",
-                                 retryable=False) from None
 
     async def evaluate_flow(self, flow: JSONObject, input: JSON) -> tuple[FlowResult, str]:
         try:

@@ -50,6 +50,7 @@ from stepflow_stream.errors import (
 from stepflow_stream.journal.base import BlobStore, Journal
 from stepflow_stream.plugins.base import ExecutionContext, Plugin
 from stepflow_stream.plugins.registry import create_plugins
+from stepflow_stream.runtime.task_context import BlobTaskContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -371,48 +372,22 @@ async def call_plugin(
     return TaskResult(event.run_id, event.task_id, output=output)
 
 
-class TaskContext:
+class TaskContext(BlobTaskContext):
     """The :class:`~stepflow_stream.plugins.base.ExecutionContext` of one task."""
 
-    __slots__ = ("_event", "_run", "_runtime", "_sub_runs")
+    __slots__ = ("_run", "_runtime", "_sub_runs")
 
     def __init__(self, runtime: EmbeddedRuntime, run: _ActiveRun, event: StepStarted) -> None:
+        super().__init__(event, runtime.blobs)
         self._runtime = runtime
         self._run = run
-        self._event = event
         self._sub_runs = 0
-
-    @property
-    def run_id(self) -> str:
-        return self._event.run_id
-
-    @property
-    def step_id(self) -> str:
-        return self._event.step_id
-
-    @property
-    def attempt(self) -> int:
-        return self._event.attempt
-
-    @property
-    def task_id(self) -> str:
-        return self._event.task_id
 
     @property
     def affinity_key(self) -> str | None:
         # From the state, which holds it for tasks re-dispatched on resume as well.
         step = self._run.state.steps.get(self._event.step_id)
         return self._event.affinity if step is None else step.affinity
-
-    async def put_blob(self, data: JSON, blob_type: str = "data") -> str:
-        return await self._runtime.blobs.put(data, blob_type)
-
-    async def get_blob(self, blob_id: str) -> JSON:
-        try:
-            return await self._runtime.blobs.get(blob_id)
-        except KeyError:
-            raise ComponentError(ErrorCode.INVALID_INPUT, f"no blob with id '{blob_id}'",
-                                 retryable=False) from None
 
     async def evaluate_flow(self, flow: JSONObject, input: JSON) -> tuple[FlowResult, str]:
         """Run a sub-flow. Its run id derives from this task's id and the call's order, so a
