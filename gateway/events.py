@@ -17,6 +17,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -50,7 +51,7 @@ class JournalFeed:
 
     def __init__(self, options: DistributedOptions) -> None:
         self.options = options
-        self._subscribers: dict[str, set[asyncio.Queue[Event]]] = {}
+        self._subscribers: dict[str, set[asyncio.Queue[_Delivery]]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
@@ -81,9 +82,9 @@ class JournalFeed:
             await self._consumer.stop()
 
     @contextlib.contextmanager
-    def subscribe(self, run_id: str) -> Iterator[asyncio.Queue[Event]]:
+    def subscribe(self, run_id: str) -> Iterator[asyncio.Queue[_Delivery]]:
         """A queue of the run's events committed from now on, while the block runs."""
-        queue: asyncio.Queue[Event] = asyncio.Queue(_QUEUE_LIMIT)
+        queue: asyncio.Queue[_Delivery] = asyncio.Queue(_QUEUE_LIMIT)
         self._subscribers.setdefault(run_id, set()).add(queue)
         try:
             yield queue
@@ -109,9 +110,10 @@ class JournalFeed:
                     if not queues:
                         continue
                     event = decode_event(record.value)
+                    delivery = _Delivery(event, _message(event))
                     for queue in list(queues):
                         try:
-                            queue.put_nowait(event)
+                            queue.put_nowait(delivery)
                         except asyncio.QueueFull:
                             # A reader that stopped reading: it will find the gap and read it
                             # from the projection, as after any reconnect.
@@ -140,11 +142,18 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"code": code, "message": message}, status_code=status)
 
 
-def _message(event: Event) -> ServerSentEvent:
+def _message(event: Event) -> bytes:
+    """The event as one encoded SSE message: encoded once, however many streams send it."""
     return ServerSentEvent(
         data=json.dumps(event_json(event), ensure_ascii=False, separators=(",", ":")),
         event=type(event).__name__, id=str(event.seq),
-    )
+    ).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    event: Event
+    message: bytes
 
 
 async def _read_gap(journal: PostgresJournal, run_id: str, last: int, before: int) -> list[Event]:
@@ -160,27 +169,30 @@ async def _read_gap(journal: PostgresJournal, run_id: str, last: int, before: in
 
 
 async def _stream(journal: PostgresJournal, run_id: str, last: int,
-                  queue: asyncio.Queue[Event]) -> AsyncIterator[ServerSentEvent]:
+                  queue: asyncio.Queue[_Delivery]) -> AsyncIterator[bytes]:
     for event in await journal.read(run_id, last):
         yield _message(event)
         last = event.seq
         if isinstance(event, _TERMINAL):
             return
     while True:
-        event = await queue.get()
+        delivery = await queue.get()
+        event = delivery.event
         if event.seq <= last:
             continue  # already sent from the projection
         if event.seq > last + 1:
             for missing in await _read_gap(journal, run_id, last, event.seq):
                 yield _message(missing)
                 last = missing.seq
-        yield _message(event)
+        yield delivery.message
         last = event.seq
         if isinstance(event, _TERMINAL):
             return
 
 
-async def _known(journal: PostgresJournal, run_id: str, queue: asyncio.Queue[Event]) -> bool:
+async def _known(
+    journal: PostgresJournal, run_id: str, queue: asyncio.Queue[_Delivery]
+) -> bool:
     """Whether the run exists; a run submitted a moment ago is given a little while to appear
     (its first event is committed and projected within milliseconds)."""
     waited = 0.0
@@ -226,7 +238,7 @@ def event_routes(*, ping_s: float = _PING_S) -> list[Route]:
             subscription.__exit__(None, None, None)
             return _error(404, "NOT_FOUND", f"no run with id '{run_id}'")
 
-        async def events() -> AsyncIterator[ServerSentEvent]:
+        async def events() -> AsyncIterator[bytes]:
             try:
                 async for message in _stream(journal, run_id, since, queue):
                     yield message
