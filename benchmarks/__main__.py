@@ -129,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=10_000, help="runs in the batch")
     parser.add_argument("--runs", type=int, default=300, help="runs of the 10-step chain")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baselines")
-    parser.add_argument("--only", choices=["embedded", "components", "distributed"],
+    parser.add_argument("--only", choices=["embedded", "components", "distributed", "gateway"],
                         help="one section only (default: all)")
+    parser.add_argument("--subscribers", type=int, default=1000,
+                        help="SSE streams following one run (gateway section)")
     args = parser.parse_args(argv)
     if args.only in (None, "embedded"):
         _embedded_section(args)
@@ -138,7 +140,26 @@ def main(argv: list[str] | None = None) -> int:
         _components_section(args)
     if args.only in (None, "distributed"):
         _distributed_section(args)
+    if args.only in (None, "gateway"):
+        _gateway_section(args)
     return 0
+
+
+def _gateway_section(args: argparse.Namespace) -> None:
+    print(f"\ngateway: {args.subscribers:,} SSE streams on one gateway process following one "
+          "run of 62 events (agents: direct driver)", flush=True)
+    figures = _measure(["-m", "benchmarks.sse_side", "--subscribers", str(args.subscribers)],
+                       env=infra_env())
+    print()
+    print("| measure | p50 | p99 | max |")
+    print("|---|---|---|---|")
+    print(f"| fan-out: visible on the journal topic to received | {figures['fanout_p50_ms']:.1f} ms"
+          f" | {figures['fanout_p99_ms']:.1f} ms | - |")
+    print(f"| decided by the orchestrator to received | {figures['delay_p50_ms']:.1f} ms | "
+          f"{figures['delay_p99_ms']:.1f} ms | {figures['delay_max_ms']:.1f} ms |")
+    print(f"\n- {figures['complete_streams']:,} of {figures['subscribers']:,} streams got all "
+          f"{figures['events']} events; the subscribers run in one Python process on the same "
+          "machine")
 
 
 def _components_section(args: argparse.Namespace) -> None:
