@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import socket
 import statistics
@@ -30,9 +31,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from httpx_sse import aconnect_sse
 from starlette.applications import Starlette
 
 from benchmarks.distributed_side import _drop_schema, _start_agents, _stop_agents, _write_config
@@ -45,6 +44,8 @@ from stepflow_stream.journal.codec import decode_event
 from stepflow_stream.journal.postgres import PostgresDatabase
 
 STEPS = 20
+_TIMESTAMP = re.compile(rb'"timestamp":(\d+)')
+_TERMINAL_TYPES = {b"RunCompleted", b"RunFailed", b"RunCancelled"}
 
 
 def app() -> Starlette:
@@ -114,35 +115,57 @@ async def _measure(config_path: Path, url: str, subscribers: int) -> dict[str, A
         flow = _flow()
         await client.wait(await client.submit(flow, {}), 60)  # warm-up
         run_id = await client.submit(flow, {})
-        limits = httpx.Limits(max_connections=subscribers + 10)
-        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-            connected = 0
-            all_connected = asyncio.Event()
-            live_from_ms = [float("inf")]
+        host, port = url.removeprefix("http://").split(":")
+        connected = 0
+        all_connected = asyncio.Event()
+        live_from_ms = [float("inf")]
 
-            async def follow() -> None:
-                nonlocal connected
-                received = 0
-                async with aconnect_sse(http, "GET",
-                                        f"{url}/api/v1/runs/{run_id}/events") as source:
-                    connected += 1
-                    if connected == subscribers:
-                        live_from_ms[0] = time.time() * 1000
-                        all_connected.set()
-                    async for message in source.aiter_sse():
-                        now_ms = time.time() * 1000
-                        stamped = json.loads(message.data)["timestamp"]
-                        if stamped > live_from_ms[0]:  # decided once everyone was listening
-                            delays.append(now_ms - stamped)
-                            arrivals.append((int(message.id), now_ms))
-                        received += 1
-                counts.append(received)
+        async def follow() -> None:
+            # A plain socket reader, not httpx: a thousand streams parsed by one Python
+            # process would measure the client, not the gateway.
+            nonlocal connected
+            received = 0
+            reader, writer = await asyncio.open_connection(host, int(port), limit=2**20)
+            writer.write(f"GET /api/v1/runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n"
+                         "Accept: text/event-stream\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            status = await reader.readline()
+            assert b" 200 " in status, status
+            while (await reader.readline()).strip():
+                pass  # the response headers
+            connected += 1
+            if connected == subscribers:
+                live_from_ms[0] = time.time() * 1000
+                all_connected.set()
+            seq = -1
+            ending = False
+            while True:
+                line = await reader.readline()
+                if not line:
+                    break
+                if line.startswith(b"id:"):
+                    seq = int(line[3:])
+                elif line.startswith(b"event:"):
+                    ending = line[6:].strip() in _TERMINAL_TYPES
+                elif line.startswith(b"data:"):
+                    now_ms = time.time() * 1000
+                    found = _TIMESTAMP.search(line)
+                    assert found is not None, line
+                    stamped = int(found.group(1))
+                    if stamped > live_from_ms[0]:  # decided once everyone was listening
+                        delays.append(now_ms - stamped)
+                        arrivals.append((seq, now_ms))
+                    received += 1
+                    if ending:
+                        break
+            writer.close()
+            counts.append(received)
 
-            watcher = asyncio.ensure_future(_watch_commits(options, run_id, visible))
-            followers = [asyncio.ensure_future(follow()) for _ in range(subscribers)]
-            await asyncio.wait_for(all_connected.wait(), 60)
-            await asyncio.wait_for(asyncio.gather(*followers), 120)
-            watcher.cancel()
+        watcher = asyncio.ensure_future(_watch_commits(options, run_id, visible))
+        followers = [asyncio.ensure_future(follow()) for _ in range(subscribers)]
+        await asyncio.wait_for(all_connected.wait(), 60)
+        await asyncio.wait_for(asyncio.gather(*followers), 120)
+        watcher.cancel()
         events = len(await client.journal.read(run_id))
     delays.sort()
     fan_out = sorted(at - visible[seq] for seq, at in arrivals if seq in visible)
