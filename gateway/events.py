@@ -176,17 +176,29 @@ async def _stream(journal: PostgresJournal, run_id: str, last: int,
         if isinstance(event, _TERMINAL):
             return
     while True:
-        delivery = await queue.get()
-        event = delivery.event
-        if event.seq <= last:
-            continue  # already sent from the projection
-        if event.seq > last + 1:
-            for missing in await _read_gap(journal, run_id, last, event.seq):
-                yield _message(missing)
-                last = missing.seq
-        yield delivery.message
-        last = event.seq
-        if isinstance(event, _TERMINAL):
+        # Events come in bursts (those of one journal transaction): what is already queued
+        # goes out in one write, which is most of the cost of a stream.
+        deliveries = [await queue.get()]
+        while not queue.empty():
+            deliveries.append(queue.get_nowait())
+        chunk: list[bytes] = []
+        ended = False
+        for delivery in deliveries:
+            event = delivery.event
+            if event.seq <= last:
+                continue  # already sent from the projection
+            if event.seq > last + 1:
+                for missing in await _read_gap(journal, run_id, last, event.seq):
+                    chunk.append(_message(missing))
+                    last = missing.seq
+            chunk.append(delivery.message)
+            last = event.seq
+            if isinstance(event, _TERMINAL):
+                ended = True
+                break
+        if chunk:
+            yield b"".join(chunk)
+        if ended:
             return
 
 

@@ -127,6 +127,7 @@ async def test_a_client_follows_a_run_live_to_its_end(cluster: AgentsCluster,
         url = f"{gateway}/api/v1/runs/{run_id}/events"
         started = time.monotonic()
         received = await _follow(url)
+        await client.wait(run_id, 30)  # the projection has the run's end too
         stored = await client.journal.read(run_id)
     finally:
         await client.stop()
@@ -148,6 +149,7 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_each_event_once(
         first = await _follow(url, stop_after=4)
         await asyncio.sleep(0.3)  # events go on while the client is away
         rest = await _follow(url, headers={"Last-Event-ID": str(first[-1][0])})
+        await client.wait(run_id, 30)  # the projection has the run's end too
         stored = await client.journal.read(run_id)
         since = await _follow(f"{url}?since=5")
     finally:
@@ -166,6 +168,7 @@ async def test_curl_follows_the_stream(cluster: AgentsCluster, gateway: str) -> 
             stdout=subprocess.PIPE,
         )
         output, _ = await curl.communicate()
+        await client.wait(run_id, 30)  # the projection has the run's end too
         stored = await client.journal.read(run_id)
     finally:
         await client.stop()
