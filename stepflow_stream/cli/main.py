@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepflow_stream.cli import distributed, inspect, run
+from stepflow_stream.cli import distributed, gateway, inspect, lb, run
 from stepflow_stream.cli.loading import load_flow, load_run_config
 from stepflow_stream.errors import StepflowError, UserInputError
 from stepflow_stream.flowtests import CaseOutcome, config_for_cases, run_tests
@@ -89,6 +89,18 @@ def build_parser() -> argparse.ArgumentParser:
     submit_parser = commands.add_parser("submit", help="submit a run to a running cluster")
     distributed.add_submit_arguments(submit_parser)
     submit_parser.set_defaults(handler=distributed.submit_command)
+
+    gateway_parser = commands.add_parser(
+        "gateway", help="serve the REST API and run event streams of a cluster"
+    )
+    gateway.add_arguments(gateway_parser)
+    gateway_parser.set_defaults(handler=gateway.command)
+
+    lb_parser = commands.add_parser(
+        "lb", help="load-balance a component class's servers found by DNS"
+    )
+    lb.add_arguments(lb_parser)
+    lb_parser.set_defaults(handler=lb.command)
     return parser
 
 

@@ -1,0 +1,133 @@
+"""What the routes share for the app's lifetime: the cluster client, the database, the settings,
+the flows already parsed, the tenants of runs, and the request counters of ``/metrics``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka.client import AIOKafkaClient
+from starlette.requests import Request
+
+from gateway.api_errors import not_found
+from gateway.settings import GatewaySettings
+from stepflow_stream.config.model import Config
+from stepflow_stream.core.flow import Flow, parse_flow
+from stepflow_stream.core.jsonvalue import JSONObject
+from stepflow_stream.distributed.client import DistributedClient
+from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase
+
+__all__ = ["GatewayState", "Metrics", "gateway_state"]
+
+# The tenant of each run submitted with a tenant's token. A table of the gateway's own, beside
+# the run index the orchestrator writes, so the runtime knows nothing of tenants.
+_CREATE_TENANTS = """
+    CREATE TABLE IF NOT EXISTS gateway_run_tenants (
+        run_id text PRIMARY KEY,
+        tenant text NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS gateway_run_tenants_by_tenant
+        ON gateway_run_tenants (tenant, run_id)
+"""
+
+
+@dataclass
+class Metrics:
+    """Counters for ``GET /metrics``."""
+
+    requests: Counter[tuple[str, str, int]] = field(default_factory=Counter)
+    """Requests by (method, route template, status)."""
+    runs_submitted: int = 0
+
+    def prometheus(self) -> str:
+        """The counters in Prometheus' text exposition format."""
+        lines = [
+            "# HELP stepflow_gateway_requests_total HTTP requests by route and status.",
+            "# TYPE stepflow_gateway_requests_total counter",
+        ]
+        for (method, route, status), count in sorted(self.requests.items()):
+            lines.append(f'stepflow_gateway_requests_total{{method="{method}",'
+                         f'route="{_label(route)}",status="{status}"}} {count}')
+        lines += [
+            "# HELP stepflow_gateway_runs_submitted_total Runs submitted through the gateway.",
+            "# TYPE stepflow_gateway_runs_submitted_total counter",
+            f"stepflow_gateway_runs_submitted_total {self.runs_submitted}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+@dataclass
+class GatewayState:
+    """The app's shared state, set up by its lifespan (``app.state.gateway``)."""
+
+    config: Config
+    settings: GatewaySettings
+    client: DistributedClient
+    database: PostgresDatabase
+    metrics: Metrics
+    kafka: AIOKafkaClient
+    """A client of its own for the health check's metadata requests."""
+    instance_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Tells this gateway process from others behind one load balancer."""
+    components: list[JSONObject] | None = None
+    """``GET /components``' answer, made on the first request."""
+    _flows: dict[str, Flow] = field(default_factory=dict)
+
+    @property
+    def pool(self) -> asyncpg.Pool[asyncpg.Record]:
+        return self.database.pool
+
+    @property
+    def blobs(self) -> PostgresBlobStore:
+        return PostgresBlobStore(self.database)
+
+    async def create_tables(self) -> None:
+        # Two gateways starting at once: IF NOT EXISTS does not keep the loser from failing on
+        # the catalog's unique index, but the table is there all the same.
+        with contextlib.suppress(asyncpg.UniqueViolationError):
+            await self.pool.execute(_CREATE_TENANTS)
+
+    async def flow(self, flow_id: str) -> Flow:
+        """The stored flow of that id, parsed (once per process); 404 if there is none."""
+        flow = self._flows.get(flow_id)
+        if flow is None:
+            text = await self.pool.fetchval(
+                "SELECT data FROM blobs WHERE blob_id = $1 AND blob_type = 'flow'", flow_id)
+            if text is None:
+                raise not_found(f"no flow with id '{flow_id}' ('flowId'); store it with "
+                                "POST /api/v1/flows")
+            flow = self._flows[flow_id] = parse_flow(json.loads(text), f"flow {flow_id[:12]}")
+        return flow
+
+    def remember(self, flow: Flow) -> None:
+        self._flows[flow.flow_id] = flow
+
+    async def claim_runs(self, run_ids: Sequence[str], tenant: str) -> list[str]:
+        """Record ``tenant`` as the owner of the runs; returns the ids another tenant owns
+        already (those are not submitted)."""
+        rows = await self.pool.fetch(
+            "INSERT INTO gateway_run_tenants (run_id, tenant) SELECT unnest($1::text[]), $2 "
+            "ON CONFLICT (run_id) DO UPDATE SET tenant = gateway_run_tenants.tenant "
+            "RETURNING run_id, tenant",
+            list(run_ids), tenant,
+        )
+        return [row["run_id"] for row in rows if row["tenant"] != tenant]
+
+    async def owner(self, run_id: str) -> str | None:
+        tenant: str | None = await self.pool.fetchval(
+            "SELECT tenant FROM gateway_run_tenants WHERE run_id = $1", run_id)
+        return tenant
+
+
+def gateway_state(request: Request) -> GatewayState:
+    state: GatewayState = request.app.state.gateway
+    return state
