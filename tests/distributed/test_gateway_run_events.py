@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import subprocess
-import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
-import uvicorn
-from agents_cluster import ORCHESTRATOR, AgentsCluster
+from agents_cluster import ORCHESTRATOR, AgentsCluster, serving
 from httpx_sse import aconnect_sse
 from starlette.applications import Starlette
 
@@ -43,13 +40,6 @@ output: {$step: e}
 """, "slow_chain.yaml")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _app(options: DistributedOptions) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -59,24 +49,6 @@ def _app(options: DistributedOptions) -> Starlette:
         await database.close()
 
     return Starlette(routes=event_routes(ping_s=1), lifespan=lifespan)
-
-
-@contextlib.contextmanager
-def _serving(options: DistributedOptions) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(_app(options), host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the gateway did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture
@@ -93,7 +65,7 @@ def options(cluster: AgentsCluster) -> DistributedOptions:
 
 @pytest.fixture
 def gateway(options: DistributedOptions) -> Iterator[str]:
-    with _serving(options) as url:
+    with serving(_app(options)) as url:
         yield url
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,9 +13,8 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 import yaml
-from agents_cluster import ORCHESTRATOR, AgentsCluster
+from agents_cluster import ORCHESTRATOR, AgentsCluster, serving
 from gateway_support import PLUGINS, auth, gateway_section
 
 from gateway.app import create_app
@@ -40,13 +37,6 @@ FLOW: dict[str, Any] = {
     ],
     "output": {"$step": "b"},
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -72,20 +62,8 @@ def gateway(cluster: AgentsCluster) -> Iterator[str]:
     app = create_app(config, distributed_options(config),
                      settings=gateway_settings(path, os.environ),
                      extra_routes=event_routes(ping_s=1), lifespans=[serving_events])
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "the gateway did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}/api/v1"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with serving(app) as url:
+        yield f"{url}/api/v1"
 
 
 def _http(gateway: str, who: str = "admin") -> httpx.AsyncClient:
