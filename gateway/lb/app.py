@@ -7,9 +7,8 @@ import asyncio
 import contextlib
 import json
 import logging
-import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -24,6 +23,7 @@ from gateway.lb.backends import BackendPool
 from gateway.lb.discovery import AddressResolver, discover, refresh
 from gateway.lb.metrics import Metrics
 from gateway.lb.proxy import Proxy
+from stepflow_stream.sdk.serve import AnnouncingServer
 
 __all__ = ["LbOptions", "create_app", "serve"]
 
@@ -142,17 +142,4 @@ def serve(
         create_app(options), host=host, port=port, log_config=None, access_log=False,
         lifespan="on",
     )
-    _AnnouncingServer(config, announce).run()
-
-
-class _AnnouncingServer(uvicorn.Server):
-    """uvicorn's server, calling ``announce(port)`` once its socket listens."""
-
-    def __init__(self, config: uvicorn.Config, announce: Callable[[int], None]) -> None:
-        super().__init__(config)
-        self._announce = announce
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
-        if self.started and self.servers and self.servers[0].sockets:
-            self._announce(self.servers[0].sockets[0].getsockname()[1])
+    AnnouncingServer(config, announce).run()

@@ -154,11 +154,12 @@ def serve(
         lifespan="off",
         timeout_graceful_shutdown=graceful_timeout,
     )
-    _AnnouncingServer(config, announce).run()
+    AnnouncingServer(config, announce).run()
 
 
-class _AnnouncingServer(uvicorn.Server):
-    """uvicorn's server, calling ``announce(port)`` once its socket listens."""
+class AnnouncingServer(uvicorn.Server):
+    """uvicorn's server, calling ``announce(port)`` once its socket listens (so a caller that
+    asked for port 0 learns the port); the load balancer serves with it too."""
 
     def __init__(self, config: uvicorn.Config, announce: Callable[[int], None]) -> None:
         super().__init__(config)
