@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import msgspec
 
 from stepflow_stream.sdk import ComponentServer
@@ -15,4 +17,7 @@ class Number(msgspec.Struct):
 
 @server.component(name="add_one", description="value + 1")
 async def add_one(input: Number) -> Number:
+    # A little work per call, so that a 1,000-run batch lasts long enough on a fast machine
+    # for a crash to land in its middle.
+    await asyncio.sleep(0.02)
     return Number(input.value + 1)
