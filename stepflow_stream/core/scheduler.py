@@ -73,6 +73,8 @@ class _Emitter:
         self.events: list[Event] = []
 
     def __call__(self, cls: type[Event], **fields: Any) -> None:
+        if self.state.secrets:
+            _redact_fields(fields, self.state.secrets)
         event = cls(self.state.run_id, self.state.next_seq, self.now, **fields)
         apply(self.state, event)
         self.events.append(event)
@@ -299,9 +301,23 @@ def _start(
         emit(StepFailed, step_id=step.id, task_id=task_id, attempt=attempt,
              error=ErrorInfo(exc.code, exc.message, exc.data), retryable=False)
         return
-    recorded = _redact(value, state.secrets) if state.secrets else value
     emit(StepStarted, step_id=step.id, task_id=task_id, attempt=attempt, component=component,
-         plugin=plugin, input=recorded, affinity=affinity)
+         plugin=plugin, input=value, affinity=affinity)
+
+
+def _redact_fields(fields: dict[str, Any], secrets: dict[str, JSON]) -> None:
+    """Redact an event's values before it exists: a step input, a component's output (which
+    may echo a secret it was given), the run's result and any error's message and data. The
+    state is the fold of the events, so later steps see the redacted values too, as a replay
+    would."""
+    for name in ("input", "output", "result"):
+        if name in fields:
+            fields[name] = _redact(fields[name], secrets)
+    error = fields.get("error")
+    if isinstance(error, ErrorInfo):
+        message = _redact(error.message, secrets)
+        fields["error"] = ErrorInfo(error.code, message if isinstance(message, str) else REDACTED,
+                                    _redact(error.data, secrets))
 
 
 def _redact(value: JSON, secrets: dict[str, JSON]) -> JSON:

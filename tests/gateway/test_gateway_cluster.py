@@ -24,6 +24,19 @@ from stepflow_stream.config import load_config
 from stepflow_stream.distributed.options import distributed_options
 
 SECRET = "s3cr3t-do-not-show"
+SECRET_ENV = "STEPFLOW_GATEWAY_TEST_API_KEY"
+ECHO_SECRET_FLOW: dict[str, Any] = {
+    "schema": "https://stepflow.org/schemas/v1/flow.json",
+    "name": "echo_secret",
+    "variablesSchema": {"type": "object", "properties": {
+        "api_key": {"type": "string", "is_secret": True, "env_var": SECRET_ENV}}},
+    "steps": [
+        {"id": "echo", "component": "/builtin/sleep",
+         "input": {"duration_ms": 1, "passthrough": {"key": {"$variable": "api_key"},
+                                                     "note": {"$input": "note"}}}},
+    ],
+    "output": {"echoed": {"$step": "echo"}, "direct": {"$variable": "api_key"}},
+}
 FLOW: dict[str, Any] = {
     "schema": "https://stepflow.org/schemas/v1/flow.json",
     "name": "double_sleep",
@@ -44,11 +57,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
             postgres_url: str) -> Iterator[AgentsCluster]:
     cluster = AgentsCluster(tmp_path_factory.mktemp("cluster"), kafka_bootstrap, postgres_url,
                             plugins_document=PLUGINS, driver="direct")
+    # Secret variables reach the orchestrator from its own environment.
+    os.environ[SECRET_ENV] = SECRET
     try:
         cluster.start_all([ORCHESTRATOR, "worker:builtin"])
         yield cluster
     finally:
         cluster.stop()
+        os.environ.pop(SECRET_ENV, None)
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +211,26 @@ async def test_extra_routes_are_served_behind_the_same_token_check(gateway: str)
     assert "event: RunCompleted" in events.text
     assert refused.status_code == 401
     assert "get" in document["paths"]["/api/v1/runs/{run_id}/events"]
+
+
+async def test_a_secret_echoed_by_a_component_is_in_no_answer_event_or_log(
+    gateway: str, cluster: AgentsCluster
+) -> None:
+    async with _http(gateway) as http:
+        created = await http.post("/flows", json={"flow": ECHO_SECRET_FLOW})
+        assert created.status_code == 200, created.text
+        submitted = await http.post("/runs", json={
+            "flowId": created.json()["flowId"], "input": {"note": "hello"}, "wait": True})
+        assert submitted.status_code == 200, submitted.text
+        run_id = submitted.json()["runId"]
+        detail = await http.get(f"/runs/{run_id}")
+        events = await http.get(f"/runs/{run_id}/events")
+        listed = await http.get("/runs")
+    # The component got the real value (else the echo would be null) and it was redacted on
+    # the way into the journal, as was the flow's own reference to it.
+    assert submitted.json()["result"] == {"outcome": "success", "result": {
+        "echoed": {"key": "[redacted]", "note": "hello"}, "direct": "[redacted]"}}
+    assert "event: RunCompleted" in events.text
+    for text in (submitted.text, detail.text, events.text, listed.text,
+                 *(agent.log() for agent in cluster.processes.values())):
+        assert SECRET not in text
