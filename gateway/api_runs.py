@@ -28,6 +28,7 @@ from stepflow_stream.core.events import FlowResult, RunCreated
 from stepflow_stream.core.flow import Flow
 from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.core.state import RunState, RunStatus, fold
+from stepflow_stream.distributed.client import batch_run_id
 from stepflow_stream.errors import InputError
 from stepflow_stream.journal.base import RunSummary
 
@@ -89,12 +90,11 @@ async def _submit_batch(request: Request, state: GatewayState, flow: Flow, input
         raise invalid("a batch has at least one input")
     for index, item in enumerate(inputs):
         _check_input(flow, item, f"inputs[{index}]")
-    run_ids = [uuid.uuid4().hex for _ in inputs]
     batch_id = uuid.uuid4().hex
+    run_ids = [batch_run_id(batch_id, index) for index in range(len(inputs))]
     await _claim(request, state, run_ids)
     with _as_bad_request():
-        await state.client.submit_many(flow, inputs, variables, run_ids=run_ids,
-                                       batch_id=batch_id)
+        await state.client.submit_many(flow, inputs, variables, batch_id=batch_id)
     state.metrics.runs_submitted += len(run_ids)
     answer: JSONObject = {"batchId": batch_id, "runIds": run_ids}
     if timeout is None:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.auth import tenant_of
 from stepflow_stream.cli.inspect import event_json
 from stepflow_stream.core.events import Event, RunCancelled, RunCompleted, RunFailed
 from stepflow_stream.distributed.options import DistributedOptions
@@ -33,11 +34,11 @@ from stepflow_stream.journal.codec import decode_event
 from stepflow_stream.journal.postgres import PostgresDatabase, PostgresJournal
 from stepflow_stream.kafka.records import run_id_of
 
-__all__ = ["JournalFeed", "event_routes", "serving_events"]
+__all__ = ["TERMINAL_EVENTS", "JournalFeed", "event_routes", "serving_events", "visible_to"]
 
 log = logging.getLogger("stepflow_stream.gateway")
 
-_TERMINAL = (RunCompleted, RunFailed, RunCancelled)
+TERMINAL_EVENTS = (RunCompleted, RunFailed, RunCancelled)
 _PING_S = 15.0
 _GAP_POLL_S = 0.02
 _GAP_WAIT_S = 10.0
@@ -82,18 +83,20 @@ class JournalFeed:
             await self._consumer.stop()
 
     @contextlib.contextmanager
-    def subscribe(self, run_id: str) -> Iterator[asyncio.Queue[_Delivery]]:
-        """A queue of the run's events committed from now on, while the block runs."""
+    def subscribe(self, *run_ids: str) -> Iterator[asyncio.Queue[_Delivery]]:
+        """One queue of the runs' events committed from now on, while the block runs."""
         queue: asyncio.Queue[_Delivery] = asyncio.Queue(_QUEUE_LIMIT)
-        self._subscribers.setdefault(run_id, set()).add(queue)
+        for run_id in run_ids:
+            self._subscribers.setdefault(run_id, set()).add(queue)
         try:
             yield queue
         finally:
-            queues = self._subscribers.get(run_id)
-            if queues is not None:
-                queues.discard(queue)
-                if not queues:
-                    del self._subscribers[run_id]
+            for run_id in run_ids:
+                queues = self._subscribers.get(run_id)
+                if queues is not None:
+                    queues.discard(queue)
+                    if not queues:
+                        del self._subscribers[run_id]
 
     @property
     def subscriptions(self) -> int:
@@ -173,7 +176,7 @@ async def _stream(journal: PostgresJournal, run_id: str, last: int,
     for event in await journal.read(run_id, last):
         yield _message(event)
         last = event.seq
-        if isinstance(event, _TERMINAL):
+        if isinstance(event, TERMINAL_EVENTS):
             return
     while True:
         # Events come in bursts (those of one journal transaction): what is already queued
@@ -193,7 +196,7 @@ async def _stream(journal: PostgresJournal, run_id: str, last: int,
                     last = missing.seq
             chunk.append(delivery.message)
             last = event.seq
-            if isinstance(event, _TERMINAL):
+            if isinstance(event, TERMINAL_EVENTS):
                 ended = True
                 break
         if chunk:
@@ -217,6 +220,18 @@ async def _known(
         waited += _GAP_POLL_S * 5
 
 
+async def visible_to(request: Request, run_id: str) -> bool:
+    """Whether the request's token may see the run: always, unless the token carries a
+    tenant (in a full gateway app) and the run is not that tenant's. Another tenant's run is
+    "not found", as in the rest of the API."""
+    tenant = tenant_of(request)
+    state = getattr(request.app.state, "gateway", None)
+    if tenant is None or state is None:
+        return True
+    owner: str | None = await state.owner(run_id)
+    return owner == tenant
+
+
 @contextlib.asynccontextmanager
 async def serving_events(
     state: Any, options: DistributedOptions, database: PostgresDatabase
@@ -227,6 +242,7 @@ async def serving_events(
     await feed.start()
     state.journal_feed = feed
     state.event_journal = PostgresJournal(database)
+    state.event_database = database
     try:
         yield
     finally:
@@ -243,6 +259,8 @@ def event_routes(*, ping_s: float = _PING_S) -> list[Route]:
         since = _since(request)
         if isinstance(since, Response):
             return since
+        if not await visible_to(request, run_id):
+            return _error(404, "NOT_FOUND", f"no run with id '{run_id}'")
         await feed.ready.wait()
         subscription = feed.subscribe(run_id)
         queue = subscription.__enter__()

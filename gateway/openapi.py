@@ -110,6 +110,13 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "responses": {"200": {"description": "An event stream",
                               "content": {"text/event-stream": {"schema": _STRING}}}},
     },
+    ("GET", "/api/v1/batches/{batch_id}/events"): {
+        "summary": "A batch's results as Server-Sent Events, as its runs finish: 'result' "
+                   "(id = batch index), 'progress', and 'BatchFinished' last",
+        "responses": {"200": {"description": "An event stream",
+                              "content": {"text/event-stream": {"schema": _STRING}}},
+                      "404": _answer("No such batch", _ERROR)},
+    },
     ("POST", "/api/v1/blobs"): {
         "summary": "Store a JSON blob",
         "requestBody": _json(_object(["data"], data=_ANY, blobType=_STRING)),

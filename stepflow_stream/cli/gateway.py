@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from gateway.app import create_app
+from gateway.batch_events import batch_event_routes
 from gateway.events import event_routes, serving_events
 from gateway.settings import gateway_settings
 from stepflow_stream.cli.loading import load_run_config
@@ -35,7 +36,8 @@ def command(args: argparse.Namespace) -> int:
     config = load_run_config(args.config, None)
     options = distributed_options(config)
     settings = gateway_settings(args.config, os.environ)
-    app = create_app(config, options, settings=settings, extra_routes=event_routes(),
+    app = create_app(config, options, settings=settings,
+                     extra_routes=[*event_routes(), *batch_event_routes()],
                      lifespans=[serving_events])
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 lifespan="on")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -36,11 +37,17 @@ from stepflow_stream.plugins.base import Plugin
 from stepflow_stream.plugins.registry import create_plugins
 from stepflow_stream.runtime.embedded import check_flow
 
-__all__ = ["DistributedClient"]
+__all__ = ["DistributedClient", "batch_run_id"]
 
 _POLL_S = 1.0
 """How often a waiter looks at the run index even without a notification (one lost in a
 reconnect must not leave it waiting forever)."""
+
+
+def batch_run_id(batch_id: str, index: int) -> str:
+    """The run id of a batch's item: derived, so a batch submitted again (resumed) names the
+    same runs, and a run already accepted is not started twice."""
+    return f"{batch_id}-{index}"
 
 
 class DistributedClient:
@@ -142,18 +149,34 @@ class DistributedClient:
         *,
         run_ids: Sequence[str] | None = None,
         batch_id: str | None = None,
+        first_index: int = 0,
+        batch_size: int | None = None,
     ) -> list[str]:
         """Submit one run per input, in record batches per partition (far cheaper than one
         :meth:`submit` each); returns the run ids, in input order, once Kafka has them all.
-        With ``batch_id``, runs get it and their index in ``inputs``."""
+
+        With ``batch_id``, the inputs are items ``first_index``... of that batch (a batch may
+        be sent in several parts), each run gets the batch id and its index, and its run id
+        is :func:`batch_run_id` unless ``run_ids`` are given: submitting a batch again runs
+        only the items that were never accepted. The batch's size (``batch_size``, else the
+        items seen so far) is recorded for its progress.
+        """
         assert self.database is not None, "start() the client first"
         if run_ids is not None and len(run_ids) != len(inputs):
             raise ValueError(f"{len(run_ids)} run ids for {len(inputs)} inputs")
         resolved = resolve_variables(flow, variables or {}, os.environ).redacted()
         await self._store_flow(flow)
-        ids = list(run_ids) if run_ids is not None else [uuid.uuid4().hex for _ in inputs]
+        if run_ids is not None:
+            ids = list(run_ids)
+        elif batch_id is not None:
+            ids = [batch_run_id(batch_id, first_index + i) for i in range(len(inputs))]
+        else:
+            ids = [uuid.uuid4().hex for _ in inputs]
+        if batch_id is not None:
+            await self.record_batch(batch_id, flow.flow_id,
+                                    batch_size or first_index + len(inputs))
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for index, (run_id, input) in enumerate(zip(ids, inputs, strict=True)):
+        for index, (run_id, input) in enumerate(zip(ids, inputs, strict=True), first_index):
             command = SubmitRun(
                 run_id=run_id, flow_id=flow.flow_id, input=input, variables=resolved,
                 batch_id=batch_id, batch_index=index if batch_id is not None else None,
@@ -173,6 +196,15 @@ class DistributedClient:
                 builder, self.options.topics.commands, partition=partition))
         await asyncio.gather(*deliveries)
         return ids
+
+    async def record_batch(self, batch_id: str, flow_id: str, size: int) -> None:
+        """Record that the batch has (at least) ``size`` items."""
+        assert self.database is not None, "start() the client first"
+        await self.database.pool.execute(
+            "INSERT INTO batches (batch_id, flow_id, size, created_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (batch_id) DO UPDATE SET size = greatest(batches.size, excluded.size)",
+            batch_id, flow_id, size, int(time.time() * 1000),
+        )
 
     async def _store_flow(self, flow: Flow) -> None:
         """Check the flow and store it where the orchestrator finds it by id (once)."""

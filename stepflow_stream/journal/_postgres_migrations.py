@@ -67,6 +67,16 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (topic, partition)
     );
     """,
+    # 4: batches: their size, so a batch's progress is known before all its runs are indexed.
+    """
+    CREATE TABLE batches (
+        batch_id text PRIMARY KEY,
+        flow_id text NOT NULL,
+        size integer NOT NULL,
+        created_at bigint NOT NULL
+    );
+    CREATE INDEX runs_by_batch ON runs (batch_id, batch_index) WHERE batch_id IS NOT NULL;
+    """,
 )
 
 # Taken per schema: databases and schemas migrate independently of each other.

@@ -5,6 +5,7 @@ an answer, cancel, a wait that times out, and health."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -16,8 +17,10 @@ import pytest
 import yaml
 from agents_cluster import ORCHESTRATOR, AgentsCluster, serving
 from gateway_support import PLUGINS, auth, gateway_section
+from httpx_sse import aconnect_sse
 
 from gateway.app import create_app
+from gateway.batch_events import batch_event_routes
 from gateway.events import event_routes, serving_events
 from gateway.settings import gateway_settings
 from stepflow_stream.config import load_config
@@ -77,7 +80,8 @@ def gateway(cluster: AgentsCluster) -> Iterator[str]:
     config = load_config(path, os.environ)
     app = create_app(config, distributed_options(config),
                      settings=gateway_settings(path, os.environ),
-                     extra_routes=event_routes(ping_s=1), lifespans=[serving_events])
+                     extra_routes=[*event_routes(ping_s=1), *batch_event_routes(ping_s=1)],
+                     lifespans=[serving_events])
     with serving(app) as url:
         yield f"{url}/api/v1"
 
@@ -234,3 +238,47 @@ async def test_a_secret_echoed_by_a_component_is_in_no_answer_event_or_log(
     for text in (submitted.text, detail.text, events.text, listed.text,
                  *(agent.log() for agent in cluster.processes.values())):
         assert SECRET not in text
+
+
+async def _sse(http: httpx.AsyncClient, path: str) -> list[tuple[str | None, str, Any]]:
+    """(id, event, data) of each message of a stream, until the server ends it."""
+    messages: list[tuple[str | None, str, Any]] = []
+    async with aconnect_sse(http, "GET", path) as source:
+        assert source.response.status_code == 200
+        async for message in source.aiter_sse():
+            if message.data:  # keep-alive pings have none
+                messages.append((message.id or None, message.event, json.loads(message.data)))
+    return messages
+
+
+async def test_a_batch_stream_gives_each_result_once_then_the_end(gateway: str) -> None:
+    inputs = [{"x": i, "ms": 1500 - 290 * i} for i in range(5)] + [{"x": "bad", "ms": -1}]
+    async with _http(gateway, "a") as http, _http(gateway, "b") as other:
+        flow_id = await _flow_id(http)
+        submitted = await http.post("/runs/batch", json={"flowId": flow_id, "inputs": inputs})
+        assert submitted.status_code == 202, submitted.text
+        batch_id = submitted.json()["batchId"]
+        live = await _sse(http, f"/batches/{batch_id}/events")
+        again = await _sse(http, f"/batches/{batch_id}/events")
+        hidden = await other.get(f"/batches/{batch_id}/events")
+        unknown = await http.get("/batches/no-such-batch/events")
+        run_hidden = await other.get(f"/runs/{submitted.json()['runIds'][0]}/events")
+    for messages in (live, again):
+        results = [data for _, event, data in messages if event == "result"]
+        assert sorted(r["batchIndex"] for r in results) == list(range(6))
+        by_index = {r["batchIndex"]: r for r in results}
+        assert [by_index[i]["result"] for i in range(5)] == [
+            {"outcome": "success", "result": i} for i in range(5)]
+        assert by_index[5]["status"] == "failed"
+        assert by_index[5]["result"]["outcome"] == "failed"
+        assert all(r["runId"] == submitted.json()["runIds"][r["batchIndex"]] for r in results)
+        assert all(msg_id == str(data["batchIndex"])
+                   for msg_id, event, data in messages if event == "result")
+        assert messages[-1][1:] == ("BatchFinished", {"size": 6, "done": 6, "failed": 1})
+        progress = [data["done"] for _, event, data in messages if event == "progress"]
+        assert progress == sorted(progress) and progress[-1] == 6
+    # Followed live: results came as runs finished, the slow first item not first.
+    assert len([m for m in live if m[1] == "progress"]) > 1
+    assert hidden.status_code == 404 and unknown.status_code == 404
+    assert run_hidden.status_code == 404
+    assert "no batch with id 'no-such-batch'" in unknown.json()["message"]
