@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import re
-import resource
 import socket
 import statistics
 import subprocess
@@ -31,6 +30,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from starlette.applications import Starlette
 
@@ -104,89 +104,132 @@ def _free_port() -> int:
         return port
 
 
-async def _measure(config_path: Path, url: str, subscribers: int) -> dict[str, Any]:
+class _Follower(asyncio.Protocol):
+    """One SSE stream read straight off its socket: the time each message arrived, and the
+    orchestrator's stamp on its event. Lines are looked at only for ``id:``, ``event:`` and
+    ``data:`` (uvicorn's chunk-size lines fall through)."""
+
+    def __init__(self, request: bytes, connected: asyncio.Future[None]) -> None:
+        self.request = request
+        self.connected = connected
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.buffer = b""
+        self.headers_done = False
+        self.seq = -1
+        self.ending = False
+        self.arrivals: list[tuple[int, float, int]] = []  # (seq, received ms, stamped ms)
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:  # uvloop's is no asyncio.Transport
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now_ms = time.time() * 1000
+        self.buffer += data
+        if not self.headers_done:
+            head, found, rest = self.buffer.partition(b"\r\n\r\n")
+            if not found:
+                return
+            assert b" 200 " in head.split(b"\r\n", 1)[0], head
+            self.headers_done = True
+            self.buffer = rest
+            self.connected.set_result(None)
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            if line.startswith(b"id:"):
+                self.seq = int(line[3:])
+            elif line.startswith(b"event:"):
+                self.ending = line[6:].strip() in _TERMINAL_TYPES
+            elif line.startswith(b"data:"):
+                found = _TIMESTAMP.search(line)
+                assert found is not None, line
+                self.arrivals.append((self.seq, now_ms, int(found.group(1))))
+                if self.ending and self.transport is not None:
+                    self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def _subscribe(url: str, run_id: str, count: int) -> None:
+    """Open ``count`` streams on the run, say ``connected`` on stdout once all are open, then
+    print the arrivals as JSON once all have ended (a subscriber process)."""
+    host, port = url.removeprefix("http://").split(":")
+    request = (f"GET /api/v1/runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n"
+               "Accept: text/event-stream\r\nConnection: close\r\n\r\n").encode()
+    loop = asyncio.get_running_loop()
+    followers = []
+    for _ in range(count):
+        connected: asyncio.Future[None] = loop.create_future()
+        _, follower = await loop.create_connection(
+            lambda c=connected: _Follower(request, c), host, int(port))
+        followers.append(follower)
+    await asyncio.wait_for(asyncio.gather(*(f.connected for f in followers)), 60)
+    print("connected", flush=True)
+    await asyncio.wait_for(asyncio.gather(*(f.closed for f in followers)), 120)
+    print(json.dumps([f.arrivals for f in followers]), flush=True)
+
+
+async def _measure(config_path: Path, url: str, subscribers: int,
+                   processes: int) -> dict[str, Any]:
     config = load_config(config_path, os.environ)
     options = distributed_options(config)
-    delays: list[float] = []
-    arrivals: list[tuple[int, float]] = []
-    counts: list[int] = []
     visible: dict[int, float] = {}
     async with DistributedClient(options, config) as client:
         flow = _flow()
         await client.wait(await client.submit(flow, {}), 60)  # warm-up
         run_id = await client.submit(flow, {})
-        host, port = url.removeprefix("http://").split(":")
-        connected = 0
-        all_connected = asyncio.Event()
-        live_from_ms = [float("inf")]
-
-        async def follow() -> None:
-            # A plain socket reader, not httpx: a thousand streams parsed by one Python
-            # process would measure the client, not the gateway.
-            nonlocal connected
-            received = 0
-            reader, writer = await asyncio.open_connection(host, int(port), limit=2**20)
-            writer.write(f"GET /api/v1/runs/{run_id}/events HTTP/1.1\r\nHost: {host}\r\n"
-                         "Accept: text/event-stream\r\nConnection: close\r\n\r\n".encode())
-            await writer.drain()
-            status = await reader.readline()
-            assert b" 200 " in status, status
-            while (await reader.readline()).strip():
-                pass  # the response headers
-            connected += 1
-            if connected == subscribers:
-                live_from_ms[0] = time.time() * 1000
-                all_connected.set()
-            seq = -1
-            ending = False
-            while True:
-                line = await reader.readline()
-                if not line:
-                    break
-                if line.startswith(b"id:"):
-                    seq = int(line[3:])
-                elif line.startswith(b"event:"):
-                    ending = line[6:].strip() in _TERMINAL_TYPES
-                elif line.startswith(b"data:"):
-                    now_ms = time.time() * 1000
-                    found = _TIMESTAMP.search(line)
-                    assert found is not None, line
-                    stamped = int(found.group(1))
-                    if stamped > live_from_ms[0]:  # decided once everyone was listening
-                        delays.append(now_ms - stamped)
-                        arrivals.append((seq, now_ms))
-                    received += 1
-                    if ending:
-                        break
-            writer.close()
-            counts.append(received)
-
         watcher = asyncio.ensure_future(_watch_commits(options, run_id, visible))
-        followers = [asyncio.ensure_future(follow()) for _ in range(subscribers)]
-        await asyncio.wait_for(all_connected.wait(), 60)
-        await asyncio.wait_for(asyncio.gather(*followers), 120)
+        shares = [subscribers // processes + (1 if i < subscribers % processes else 0)
+                  for i in range(processes)]
+        readers = [await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.sse_side", "--subscribe", url, run_id,
+            str(share), stdout=asyncio.subprocess.PIPE) for share in shares]
+        for reader in readers:
+            assert reader.stdout is not None
+            line = await asyncio.wait_for(reader.stdout.readline(), 60)
+            assert line.strip() == b"connected", line
+        live_from_ms = time.time() * 1000
+        streams: list[list[list[float]]] = []
+        for reader in readers:
+            assert reader.stdout is not None
+            streams += json.loads(await asyncio.wait_for(reader.stdout.read(), 120))
+            await reader.wait()
         watcher.cancel()
         events = len(await client.journal.read(run_id))
-    delays.sort()
-    fan_out = sorted(at - visible[seq] for seq, at in arrivals if seq in visible)
+    # Only events decided once everyone was listening.
+    live = [(int(seq), at, stamped) for stream in streams for seq, at, stamped in stream
+            if stamped > live_from_ms]
+    delays = sorted(at - stamped for _, at, stamped in live)
+    fan_out = sorted(at - visible[seq] for seq, at, _ in live if seq in visible)
     return {
         "fanout_p50_ms": statistics.median(fan_out),
         "fanout_p99_ms": fan_out[max(0, int(len(fan_out) * 0.99) - 1)],
         "subscribers": subscribers,
+        "subscriber_processes": processes,
         "events": events,
-        "delivered": sum(counts),
-        "complete_streams": sum(1 for c in counts if c == events),
+        "delivered": sum(len(stream) for stream in streams),
+        "complete_streams": sum(1 for stream in streams if len(stream) == events),
         "delay_p50_ms": statistics.median(delays),
         "delay_p99_ms": delays[max(0, int(len(delays) * 0.99) - 1)],
         "delay_max_ms": delays[-1],
-        "client_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--processes", type=int, default=2,
+                        help="subscriber processes the streams are spread over")
+    parser.add_argument("--subscribe", nargs=3, metavar=("URL", "RUN_ID", "COUNT"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.subscribe:
+        url, run_id, count = args.subscribe
+        uvloop.run(_subscribe(url, run_id, int(count)))
+        return 0
     env = dict(os.environ)
     with tempfile.TemporaryDirectory(prefix="stepflow-sse-bench-") as work:
         root = Path(work)
@@ -209,7 +252,7 @@ def main() -> int:
                     raise SystemExit("the gateway did not start")
                 time.sleep(0.05)
             figures = asyncio.run(_measure(config, f"http://127.0.0.1:{port}",
-                                           args.subscribers))
+                                           args.subscribers, args.processes))
         finally:
             gateway.terminate()
             gateway.wait(15)

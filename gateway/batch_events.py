@@ -24,12 +24,12 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import asyncpg
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.events import TERMINAL_EVENTS, JournalFeed, visible_to
+from gateway.events import TERMINAL_EVENTS, EventStream, JournalFeed, visible_to
 from stepflow_stream.core.events import FlowResult
 from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.core.state import RunStatus
@@ -154,7 +154,7 @@ def batch_event_routes(*, ping_s: float = 15.0) -> list[Route]:
             finally:
                 subscription.__exit__(None, None, None)
 
-        return EventSourceResponse(events(), ping=int(ping_s) or 1,
+        return EventStream(events(), ping=int(ping_s) or 1,
                                    headers={"Cache-Control": "no-store"})
 
     return [Route("/api/v1/batches/{batch_id}/events", batch_events, methods=["GET"])]
