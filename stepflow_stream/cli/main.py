@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepflow_stream.cli import distributed, gateway, inspect, lb, run
+from stepflow_stream.cli import batch, distributed, gateway, inspect, lb, run
 from stepflow_stream.cli.loading import load_flow, load_run_config
 from stepflow_stream.errors import StepflowError, UserInputError
 from stepflow_stream.flowtests import CaseOutcome, config_for_cases, run_tests
@@ -101,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lb.add_arguments(lb_parser)
     lb_parser.set_defaults(handler=lb.command)
+
+    batch_parser = commands.add_parser("batch", help="batches: one run per line of a file")
+    batch_commands = batch_parser.add_subparsers(dest="batch_command", required=True,
+                                                 parser_class=_Parser)
+    batch_submit_parser = batch_commands.add_parser(
+        "submit", help="run a JSON Lines file, results in input order, resumable by batch id"
+    )
+    batch.add_submit_arguments(batch_submit_parser)
+    batch_submit_parser.set_defaults(handler=batch.submit_command)
     return parser
 
 

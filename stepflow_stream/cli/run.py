@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import sys
-import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,12 +20,13 @@ from stepflow_stream.cli.loading import (
     parse_variables,
     read_jsonl,
 )
+from stepflow_stream.cli.progress import ProgressBar
 from stepflow_stream.config import Config
 from stepflow_stream.core.flow import Flow
 from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.core.schema import describe
 from stepflow_stream.errors import InputError, Location
-from stepflow_stream.runtime.batch import BatchProgress, run_batch
+from stepflow_stream.runtime.batch import run_batch
 from stepflow_stream.runtime.embedded import EmbeddedOptions, EmbeddedRuntime
 
 
@@ -59,7 +59,7 @@ def command(args: argparse.Namespace) -> int:
         if args.max_concurrency < 1:
             raise InputError("--max-concurrency must be at least 1")
         inputs = list(read_jsonl(args.inputs))
-        return asyncio.run(_batch(args, flow, config, variables, inputs))
+        return asyncio.run(run_batch_command(args, flow, config, variables, inputs))
     input_value = single_input(args, flow)
     return asyncio.run(_single(args, flow, config, variables, input_value))
 
@@ -101,10 +101,12 @@ async def _single(args: argparse.Namespace, flow: Flow, config: Config, variable
     return 0 if result.ok else 1
 
 
-async def _batch(args: argparse.Namespace, flow: Flow, config: Config, variables: JSONObject,
-                 inputs: Sequence[JSON]) -> int:
+async def run_batch_command(args: argparse.Namespace, flow: Flow, config: Config,
+                            variables: JSONObject, inputs: Sequence[JSON]) -> int:
+    """A batch on the embedded runtime: ``--output``, ``--max-concurrency``, ``--batch-id``
+    and ``--journal`` of ``args``; results in input order."""
     out: IO[str] = args.output.open("w", encoding="utf-8") if args.output else sys.stdout
-    progress = _ProgressBar(len(inputs)) if sys.stderr.isatty() else None
+    bar = ProgressBar(len(inputs))
     if args.batch_id is None:
         batch_id = uuid.uuid4().hex
         print(f"batch id: {batch_id}", file=sys.stderr)
@@ -118,47 +120,17 @@ async def _batch(args: argparse.Namespace, flow: Flow, config: Config, variables
                 batch = run_batch(runtime, flow, inputs, variables,
                                   max_concurrency=args.max_concurrency,
                                   batch_id=batch_id, resuming=args.batch_id is not None,
-                                  on_progress=progress.update if progress else None)
+                                  on_progress=lambda p: bar.update(p.done, p.failed))
                 async for _, result in batch:
                     failed += not result.ok
                     out.write(json.dumps(result.to_json(), ensure_ascii=False) + "\n")
                     out.flush()
     finally:
-        if progress is not None:
-            progress.close()
+        bar.close()
         if out is not sys.stdout:
             out.close()
     print(f"{len(inputs) - failed} succeeded, {failed} failed", file=sys.stderr)
     return 0 if failed == 0 else 1
-
-
-class _ProgressBar:
-    """A one-line progress bar on stderr: done, failed, rate and ETA."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.started = time.monotonic()
-        self.last_draw = 0.0
-
-    def update(self, progress: BatchProgress) -> None:
-        now = time.monotonic()
-        if now - self.last_draw < 0.1 and progress.done < self.total:
-            return
-        self.last_draw = now
-        elapsed = max(now - self.started, 1e-9)
-        rate = progress.done / elapsed
-        eta = (self.total - progress.done) / rate if rate > 0 else 0.0
-        width = 30
-        filled = int(width * progress.done / max(self.total, 1))
-        bar = "#" * filled + "-" * (width - filled)
-        sys.stderr.write(
-            f"\r[{bar}] {progress.done}/{self.total} done, {progress.failed} failed, "
-            f"{rate:,.0f}/s, ETA {eta:,.0f}s "
-        )
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        sys.stderr.write("\n")
 
 
 def add_resume_arguments(parser: argparse.ArgumentParser) -> None:

@@ -149,34 +149,36 @@ class DistributedClient:
         *,
         run_ids: Sequence[str] | None = None,
         batch_id: str | None = None,
-        first_index: int = 0,
+        indexes: Sequence[int] | None = None,
         batch_size: int | None = None,
     ) -> list[str]:
         """Submit one run per input, in record batches per partition (far cheaper than one
         :meth:`submit` each); returns the run ids, in input order, once Kafka has them all.
 
-        With ``batch_id``, the inputs are items ``first_index``... of that batch (a batch may
-        be sent in several parts), each run gets the batch id and its index, and its run id
-        is :func:`batch_run_id` unless ``run_ids`` are given: submitting a batch again runs
-        only the items that were never accepted. The batch's size (``batch_size``, else the
-        items seen so far) is recorded for its progress.
+        With ``batch_id``, the inputs are the items ``indexes`` of that batch (default
+        0, 1, ...: a batch may be sent in several parts), each run gets the batch id and its
+        index, and its run id is :func:`batch_run_id` unless ``run_ids`` are given: submitting
+        a batch again runs only the items that were never accepted. The batch's size
+        (``batch_size``, else the highest index seen so far + 1) is recorded for its progress.
         """
         assert self.database is not None, "start() the client first"
         if run_ids is not None and len(run_ids) != len(inputs):
             raise ValueError(f"{len(run_ids)} run ids for {len(inputs)} inputs")
         resolved = resolve_variables(flow, variables or {}, os.environ).redacted()
         await self._store_flow(flow)
+        positions = list(indexes) if indexes is not None else list(range(len(inputs)))
+        if len(positions) != len(inputs):
+            raise ValueError(f"{len(positions)} batch indexes for {len(inputs)} inputs")
         if run_ids is not None:
             ids = list(run_ids)
         elif batch_id is not None:
-            ids = [batch_run_id(batch_id, first_index + i) for i in range(len(inputs))]
+            ids = [batch_run_id(batch_id, index) for index in positions]
         else:
             ids = [uuid.uuid4().hex for _ in inputs]
-        if batch_id is not None:
-            await self.record_batch(batch_id, flow.flow_id,
-                                    batch_size or first_index + len(inputs))
+        if batch_id is not None and inputs:
+            await self.record_batch(batch_id, flow.flow_id, batch_size or max(positions) + 1)
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
-        for index, (run_id, input) in enumerate(zip(ids, inputs, strict=True), first_index):
+        for index, run_id, input in zip(positions, ids, inputs, strict=True):
             command = SubmitRun(
                 run_id=run_id, flow_id=flow.flow_id, input=input, variables=resolved,
                 batch_id=batch_id, batch_index=index if batch_id is not None else None,
