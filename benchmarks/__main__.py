@@ -129,10 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=10_000, help="runs in the batch")
     parser.add_argument("--runs", type=int, default=300, help="runs of the 10-step chain")
     parser.add_argument("--no-dbos", action="store_true", help="skip the DBOS baselines")
-    parser.add_argument("--only", choices=["embedded", "components", "distributed", "gateway"],
+    parser.add_argument("--only",
+                        choices=["embedded", "components", "distributed", "gateway", "lb",
+                                 "ingest"],
                         help="one section only (default: all)")
     parser.add_argument("--subscribers", type=int, default=1000,
                         help="SSE streams following one run (gateway section)")
+    parser.add_argument("--lb-reps", type=int, default=5,
+                        help="repetitions of the load balancer's measures (lb section)")
     args = parser.parse_args(argv)
     if args.only in (None, "embedded"):
         _embedded_section(args)
@@ -142,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         _distributed_section(args)
     if args.only in (None, "gateway"):
         _gateway_section(args)
+    if args.only in (None, "lb"):
+        _lb_section(args)
+    if args.only in (None, "ingest"):
+        _ingest_section(args)
     return 0
 
 
@@ -358,6 +366,102 @@ def _distributed_section(args: argparse.Namespace) -> None:
     print()
     for note in notes:
         print(f"- {note}")
+
+
+# --- the load balancer section ----------------------------------------------------------------
+
+
+def _lb_section(args: argparse.Namespace) -> None:
+    print(f"\nload balancer: `stepflow-stream lb` and nginx in front of the same component servers "
+          f"(serve-components, one no-op echo component), wrk, medians of {args.lb_reps} "
+          f"repetition{'s' if args.lb_reps != 1 else ''}", flush=True)
+    figures = _measure(["-m", "benchmarks.lb_side", "--reps", str(args.lb_reps)])
+    latency, throughput = figures["latency"], figures["throughput"]
+    direct, ours, nginx = latency["direct"], latency["lb"], latency["nginx"]
+    connections = figures["connections"]
+
+    def per_s(variant: str, target: str) -> str:
+        return f"{throughput[variant][target]['per_s']:,.0f} req/s"
+
+    def cpu(variant: str, target: str) -> str:
+        return f"{throughput[variant][target]['proxy_cpu_us']:.0f} us"
+
+    def versus(variant: str) -> str:
+        ratio = throughput[variant]["lb_vs_nginx"]
+        return f"{ratio:.2f}x ({'meets' if ratio >= 0.5 else 'misses'} >= 0.5x)"
+
+    added = ours["added_p50_ms"]
+    rows = [
+        ("one call alone, p50", f"{direct['p50_ms']:.3f} ms", f"{ours['p50_ms']:.3f} ms",
+         f"{nginx['p50_ms']:.3f} ms", "-"),
+        ("one call alone, p99", f"{direct['p99_ms']:.3f} ms", f"{ours['p99_ms']:.3f} ms",
+         f"{nginx['p99_ms']:.3f} ms", "-"),
+        ("added to a call, p50", "-", f"{added:+.3f} ms", f"{nginx['added_p50_ms']:+.3f} ms",
+         f"target <= 1 ms: {'met' if added <= 1.0 else 'missed'}"),
+        ("added to a call, p99", "-", f"{ours['added_p99_ms']:+.3f} ms",
+         f"{nginx['added_p99_ms']:+.3f} ms", "-"),
+        (f"throughput, 3 backends, {connections} connections", per_s("3", "direct"),
+         per_s("3", "lb"), per_s("3", "nginx"), versus("3")),
+        (f"throughput, 1 backend, {connections} connections", per_s("1", "direct"),
+         per_s("1", "lb"), per_s("1", "nginx"), versus("1")),
+        ("proxy CPU per request, 3 backends", "-", cpu("3", "lb"), cpu("3", "nginx"), "-"),
+        ("proxy CPU per request, 1 backend", "-", cpu("1", "lb"), cpu("1", "nginx"), "-"),
+    ]
+    print()
+    print(f"| measure | direct | stepflow-stream lb | nginx {figures['nginx_version']} "
+          "| lb vs nginx |")
+    print("|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    wrk_cpu = max(throughput[v][t]["wrk_cpu_us"] for v in throughput for t in ("lb", "nginx"))
+    backend_cpu = throughput["3"]["direct"]["backend_cpu_us"]
+    print(f"""
+- one machine, {figures['cores']} cores shared by everything: wrk, the proxy and the Python \
+backends (3 backends: on 127.0.0.2-4; 1 backend: the first alone); the proxies are one process \
+each (nginx: 1 worker, least_conn, keepalive 128 to the upstreams, proxy_buffering off)
+- one call alone: wrk, 1 connection, sequential calls for {figures['latency_seconds']} s; \
+added = the per-repetition difference to direct; throughput: wrk, {connections} keep-alive \
+connections, {figures['load_seconds']} s (direct: wrk's threads spread over the backends)
+- wrk (C, one thread per target) used at most {wrk_cpu:.0f} us of CPU per request: not the \
+bottleneck; proxy CPU = the proxy process's user+system time / requests
+- a backend spends {backend_cpu:.0f} us of CPU per call: with 3 backends the 2 cores are the \
+limit, and what a proxy spends per request is taken from the backends (its cost shows as lost \
+throughput); with 1 backend that one process is the limit and the proxy has a core of its own \
+(its cost shows as latency)""")
+
+
+# --- the ingest section -----------------------------------------------------------------------
+
+INGEST_RECORDS = 5_000
+INGEST_ROUNDS = 5
+
+
+def _ingest_section(args: argparse.Namespace) -> None:
+    print(f"\ningest: `stepflow-stream ingest` of a 4-partition topic through a 3-step flow "
+          f"(three /builtin/noop) on the distributed runtime (direct-driver agents), "
+          f"{INGEST_RECORDS:,} records per round, median of {INGEST_ROUNDS} rounds", flush=True)
+    if args.only is None:
+        from stepflow_stream.infra import InfraError
+
+        try:
+            env = infra_env()
+        except InfraError as error:  # the full run goes on without this section
+            print(f"ingest section skipped: the local services did not start: {error}")
+            return
+    else:
+        env = infra_env()
+    figures = _measure(["-m", "benchmarks.ingest_side", "--records", str(INGEST_RECORDS),
+                        "--rounds", str(INGEST_ROUNDS)], env=env)
+    print()
+    print("| ingest driver | records/s (median) | rounds |")
+    print("|---|---|---|")
+    for driver, measured in figures.items():
+        rounds = ", ".join(f"{r:,.0f}" for r in measured["rounds"])
+        print(f"| {driver} | {measured['records_per_s']:,.0f} | {rounds} |")
+    print("\n- a round: the records produced to the input topic while the ingest runs, until "
+          "the last result is read (read_committed) from the output topic; each result is "
+          "produced with its input offset in one Kafka transaction; at most 1,000 records in "
+          "flight")
 
 
 if __name__ == "__main__":

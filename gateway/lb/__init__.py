@@ -5,6 +5,6 @@ It resolves NAME by DNS every few seconds, keeps the addresses whose ``GET /heal
 connections, requests with ``Stepflow-Instance-Id`` to that instance.
 """
 
-from gateway.lb.app import LbOptions, create_app, serve
+from gateway.lb.app import LbOptions, LoadBalancer, serve, serving
 
-__all__ = ["LbOptions", "create_app", "serve"]
+__all__ = ["LbOptions", "LoadBalancer", "serve", "serving"]

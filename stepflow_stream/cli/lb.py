@@ -42,6 +42,8 @@ def command(args: argparse.Namespace) -> int:
     """Serve until SIGINT/SIGTERM."""
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every health check at info; a backend's state changes are logged by gateway.lb.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
     name, port = args.upstream
     options = LbOptions(
         name=name, port=port, resolver=args.resolver, interval_s=args.interval,

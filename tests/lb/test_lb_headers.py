@@ -16,7 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from gateway.lb import LbOptions, create_app
+from gateway.lb import LbOptions
+from gateway.lb import serving as lb_serving
 
 ADDRESS = "127.0.0.5"
 
@@ -65,7 +66,7 @@ def _free_port(host: str) -> int:
 async def test_end_to_end_headers_pass_both_ways_and_hop_by_hop_ones_do_not() -> None:
     port = _free_port(ADDRESS)
     options = LbOptions(name=ADDRESS, port=port, interval_s=0.2)
-    async with serving(ECHO, ADDRESS, port), serving(create_app(options), "127.0.0.1", 0) as lb:
+    async with serving(ECHO, ADDRESS, port), lb_serving(options, "127.0.0.1", 0) as lb:
         sent = {
             "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "tracestate": "vendor=1",
@@ -94,7 +95,7 @@ async def test_end_to_end_headers_pass_both_ways_and_hop_by_hop_ones_do_not() ->
 async def test_no_backend_gets_503_retryable() -> None:
     port = _free_port(ADDRESS)  # nothing listens there
     options = LbOptions(name=ADDRESS, port=port, interval_s=0.2)
-    async with serving(create_app(options), "127.0.0.1", 0) as lb, httpx.AsyncClient() as client:
+    async with lb_serving(options, "127.0.0.1", 0) as lb, httpx.AsyncClient() as client:
         health = await client.get(lb + "/health")
         response = await client.post(lb + "/", content=b"{}")
     assert health.status_code == 503
