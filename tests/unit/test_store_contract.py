@@ -717,7 +717,7 @@ class TestPostgresMigrations:
             )
             assert {r["table_name"] for r in tables} == {
                 "schema_migrations", "journal", "runs", "blobs", "run_snapshots",
-                "journal_checkpoints",
+                "journal_checkpoints", "batches",
             }
         finally:
             await connection.close()
