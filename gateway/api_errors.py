@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -20,13 +22,40 @@ from starlette.responses import JSONResponse, Response
 from stepflow_stream.core.jsonvalue import JSON
 from stepflow_stream.errors import RunNotFoundError, ServiceUnavailableError, UserInputError
 
-__all__ = ["ApiError", "Body", "exception_handlers", "read_json"]
+__all__ = ["CONTENT_ID", "ERROR_CODES", "NAME_MAX_LENGTH", "NAME_PATTERN", "ApiError", "Body",
+           "exception_handlers", "is_name", "read_json", "storable"]
 
 log = logging.getLogger("stepflow_stream.gateway")
 
 _HTTP_CODES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED", 409: "CONFLICT",
                413: "PAYLOAD_TOO_LARGE", 503: "UNAVAILABLE"}
+ERROR_CODES = [*_HTTP_CODES.values(), "INTERNAL", "ERROR"]
+"""Every ``code`` an error answer can have."""
+
+CONTENT_ID = re.compile(r"[0-9a-f]{64}")
+"""A content id (a flow's or a blob's): the SHA-256 hex of its content."""
+NAME_MAX_LENGTH = 256
+NAME_PATTERN = "^[^\\u0000-\\u001f\\u007f]*$"
+"""Ids the client chooses (run ids, blob types): at most ``NAME_MAX_LENGTH``
+characters, none a control character (PostgreSQL text cannot hold NUL, and logs and SSE lines
+should not break on a newline)."""
+_NAME = re.compile(f"[^\\x00-\\x1f\\x7f]{{1,{NAME_MAX_LENGTH}}}")
+
+
+def is_name(value: str) -> bool:
+    """Whether ``value`` can be a run id or a blob type the client chooses."""
+    return _NAME.fullmatch(value) is not None
+
+
+def storable(value: str) -> bool:
+    """Whether PostgreSQL text can hold ``value`` (no NUL, no lone surrogate): an id that it
+    cannot hold is none that exists, and is not looked up (the query would fail)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return "\x00" not in value
 
 
 class ApiError(Exception):
@@ -73,13 +102,40 @@ async def read_json(request: Request, max_bytes: int) -> JSON:
     if not raw.strip():
         raise invalid("the request body is empty; send a JSON object")
     try:
-        value: JSON = json.loads(raw)
+        value: JSON = json.loads(raw, parse_constant=_not_a_number, parse_float=_finite)
     except UnicodeDecodeError:
         raise invalid("the request body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise invalid(f"the request body is not valid JSON: {exc.msg} (line {exc.lineno}, "
                       f"column {exc.colno})") from None
+    except ValueError as exc:  # an integer past Python's digit limit
+        raise invalid(f"the request body is not valid JSON: {exc}") from None
+    if b"\\u" in raw:
+        _check_surrogates(value)
     return value
+
+
+def _not_a_number(name: str) -> NoReturn:
+    # Python reads NaN and Infinity, which JSON has not: stored, they could not be answered.
+    raise invalid(f"the request body is not valid JSON: {name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise invalid(f"the request body has the number {text[:40]}, too large for a "
+                      "double-precision number")
+    return value
+
+
+def _check_surrogates(value: JSON) -> None:
+    """400 for a string with a lone UTF-16 surrogate escape (``"\\ud800"``): JSON lets it
+    through, but it is no character, and UTF-8 (PostgreSQL, Kafka) cannot encode it."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise invalid("the request body has a lone UTF-16 surrogate escape (\\ud800-\\udfff) "
+                      "in a string; it is not a character") from None
 
 
 def _too_large(max_bytes: int) -> ApiError:
@@ -107,7 +163,8 @@ def _json_type(value: Any) -> str:
 
 class Body:
     """A JSON object body whose fields are taken one by one, each checked by type; a field
-    the route does not know is an error, so a misspelt one is not silently ignored."""
+    the route does not know is an error, so a misspelt one is not silently ignored. A field
+    that is present has its type: null is no string, number, boolean, object or array."""
 
     def __init__(self, value: JSON, known: tuple[str, ...]) -> None:
         if not isinstance(value, dict):
@@ -118,6 +175,7 @@ class Body:
         self.value: dict[str, JSON] = value
 
     def has(self, name: str) -> bool:
+        """Whether the field is given, and not null (as an ``any`` field, null is absent)."""
         return self.value.get(name) is not None
 
     def any(self, name: str, *, required: bool = False) -> JSON:
@@ -128,17 +186,37 @@ class Body:
     def text(self, name: str, *, required: bool = False) -> str | None:
         return self._typed(name, str, required)  # type: ignore[no-any-return]
 
+    def name(self, name: str) -> str | None:
+        """An id the client chooses (see :func:`is_name`), or None when absent."""
+        value = self.text(name)
+        if value is not None and not is_name(value):
+            raise invalid(f"'{name}' is 1 to {NAME_MAX_LENGTH} characters, none of them a "
+                          f"control character; got {_excerpt(value)}")
+        return value
+
+    def flow_id(self, name: str = "flowId") -> str:
+        """A flow's id, required: the 64 hex digits ``POST /api/v1/flows`` answered."""
+        value = self.text(name, required=True)
+        assert value is not None
+        if not CONTENT_ID.fullmatch(value):
+            raise invalid(f"'{name}' is a flow's id, the 64 lowercase hex digits "
+                          f"POST /api/v1/flows answered; got {_excerpt(value)}")
+        return value
+
     def boolean(self, name: str, default: bool = False) -> bool:
         value = self._typed(name, bool, False)
         return default if value is None else bool(value)
 
     def number(self, name: str) -> float | None:
-        value = self.value.get(name)
-        if value is None:
+        if name not in self.value:
             return None
+        value = self.value[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise invalid(f"'{name}' is a positive number, got {json.dumps(value)}")
-        return float(value)
+            raise invalid(f"'{name}' is a positive number, got {_excerpt(value)}")
+        try:
+            return float(value)
+        except OverflowError:  # an integer past any double: as long as "forever"
+            return math.inf
 
     def object(self, name: str) -> dict[str, JSON] | None:
         return self._typed(name, dict, False)  # type: ignore[no-any-return]
@@ -147,16 +225,22 @@ class Body:
         return self._typed(name, list, required)  # type: ignore[no-any-return]
 
     def _typed(self, name: str, kind: type, required: bool) -> Any:
-        value = self.value.get(name)
-        if value is None:
+        if name not in self.value:
             if required:
                 raise invalid(f"'{name}' is required ({_TYPE_NAMES[kind]})")
             return None
+        value = self.value[name]
         if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
             raise invalid(f"'{name}' is {_TYPE_NAMES[kind]}, got {_json_type(value)}")
         if kind is str and not value:
             raise invalid(f"'{name}' is a non-empty string")
         return value
+
+
+def _excerpt(value: JSON) -> str:
+    """``value`` as JSON, cut to a length that fits in one line of a message."""
+    text = json.dumps(value, ensure_ascii=True)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 async def _api_error(_request: Request, exc: Exception) -> Response:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import Iterator, Sequence
 
@@ -20,7 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.api_errors import ApiError, Body, invalid, not_found, read_json
+from gateway.api_errors import (
+    CONTENT_ID,
+    ApiError,
+    Body,
+    invalid,
+    not_found,
+    read_json,
+    storable,
+)
 from gateway.api_state import GatewayState, gateway_state
 from gateway.auth import tenant_of
 from stepflow_stream.cli.run import check_input
@@ -36,26 +45,28 @@ __all__ = ["run_routes"]
 
 _SUBMIT_FIELDS = ("flowId", "input", "variables", "wait", "runId", "batch", "timeoutSeconds")
 _BATCH_FIELDS = ("flowId", "inputs", "variables", "wait", "timeoutSeconds")
+_LIST_PARAMS = ("status", "flowId", "batchId", "limit", "pageToken")
 _DEFAULT_LIMIT, _MAX_LIMIT = 50, 1000
+_INT64 = range(-(2**63), 2**63)
 
 
 async def submit_run(request: Request) -> Response:
     """One run, or, with ``batch: true`` and a list as ``input``, one run per item."""
     state = gateway_state(request)
     body = Body(await read_json(request, state.settings.max_body_bytes), _SUBMIT_FIELDS)
-    flow = await state.flow(_required_text(body, "flowId"))
+    flow = await state.flow(body.flow_id())
     variables = body.object("variables") or {}
     timeout = _wait_timeout(state, body)
     input_value = body.any("input")
     if body.boolean("batch"):
         if not isinstance(input_value, list):
             raise invalid("'input' is an array of inputs when 'batch' is true")
-        if body.has("runId"):
+        if "runId" in body.value:
             raise invalid("'runId' names one run; a batch's run ids are chosen by the gateway")
         return await _submit_batch(request, state, flow, input_value, variables, timeout)
     input_value = {} if input_value is None else input_value
     _check_input(flow, input_value, "input")
-    run_id = body.text("runId") or uuid.uuid4().hex
+    run_id = body.name("runId") or uuid.uuid4().hex
     await _claim(request, state, [run_id])
     with _as_bad_request():
         await state.client.submit(flow, input_value, variables, run_id=run_id)
@@ -77,7 +88,7 @@ async def submit_run(request: Request) -> Response:
 async def submit_batch(request: Request) -> Response:
     state = gateway_state(request)
     body = Body(await read_json(request, state.settings.max_body_bytes), _BATCH_FIELDS)
-    flow = await state.flow(_required_text(body, "flowId"))
+    flow = await state.flow(body.flow_id())
     inputs = body.array("inputs", required=True)
     assert inputs is not None
     return await _submit_batch(request, state, flow, inputs, body.object("variables") or {},
@@ -120,10 +131,11 @@ async def list_runs(request: Request) -> Response:
     """The newest runs first, ``limit`` a page, filtered by status, flow and batch."""
     state = gateway_state(request)
     params = request.query_params
-    known = ("status", "flowId", "batchId", "limit", "pageToken")
-    unknown = [name for name in params if name not in known]
-    if unknown:
-        raise invalid(f"unknown query parameter '{unknown[0]}'; known: {', '.join(known)}")
+    for name in params:
+        if name not in _LIST_PARAMS:
+            raise invalid(f"unknown query parameter '{name}'; known: {', '.join(_LIST_PARAMS)}")
+        if len(params.getlist(name)) > 1:
+            raise invalid(f"query parameter '{name}' is given more than once")
     conditions: list[str] = []
     args: list[object] = []
 
@@ -137,8 +149,15 @@ async def list_runs(request: Request) -> Response:
                           f"got '{params['status']}'")
         where("r.status = $?", params["status"])
     if "flowId" in params:
+        if not CONTENT_ID.fullmatch(params["flowId"]):
+            raise invalid("'flowId' is a flow's id, 64 lowercase hex digits; got "
+                          f"{json.dumps(params['flowId'][:80])}")
         where("r.flow_id = $?", params["flowId"])
     if "batchId" in params:
+        if not params["batchId"]:
+            raise invalid("'batchId' is a batch's id, a non-empty string")
+        if not storable(params["batchId"]):
+            return JSONResponse({"runs": []})  # no batch has that id
         where("r.batch_id = $?", params["batchId"])
     tenant = tenant_of(request)
     if tenant is not None:
@@ -201,7 +220,7 @@ async def cancel_run(request: Request) -> Response:
 async def _visible_run(request: Request, state: GatewayState) -> RunSummary:
     run_id: str = request.path_params["run_id"]
     tenant = tenant_of(request)
-    summary = await state.client.journal.get_run(run_id)
+    summary = await state.client.journal.get_run(run_id) if storable(run_id) else None
     if summary is None or (tenant is not None and await state.owner(run_id) != tenant):
         raise not_found(f"no run with id '{run_id}'")
     return summary
@@ -214,12 +233,6 @@ async def _claim(request: Request, state: GatewayState, run_ids: Sequence[str]) 
     taken = await state.claim_runs(run_ids, tenant)
     if taken:
         raise ApiError(409, "CONFLICT", f"'runId' '{taken[0]}' is taken by another tenant")
-
-
-def _required_text(body: Body, name: str) -> str:
-    value = body.text(name, required=True)
-    assert value is not None
-    return value
 
 
 def _wait_timeout(state: GatewayState, body: Body) -> float | None:
@@ -276,7 +289,8 @@ def _steps_json(run: RunState) -> list[JSONObject]:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return _DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIMIT:
+    # ASCII digits only: str.isdigit() also admits "²", which int() refuses.
+    if not re.fullmatch("[0-9]{1,4}", raw) or not 1 <= int(raw) <= _MAX_LIMIT:
         raise invalid(f"'limit' is an integer from 1 to {_MAX_LIMIT}; got '{raw}'")
     return int(raw)
 
@@ -290,17 +304,22 @@ def _decode_page_token(token: str) -> tuple[int, str]:
     try:
         value = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         created_at, run_id = value
-        if isinstance(created_at, int) and isinstance(run_id, str):
+        if (type(created_at) is int and created_at in _INT64 and isinstance(run_id, str)
+                and storable(run_id)):
             return created_at, run_id
     except (ValueError, TypeError, binascii.Error):
         pass
     raise invalid("'pageToken' is not a token this API gave out ('nextPageToken')")
 
 
+async def runs(request: Request) -> Response:
+    # One route for both methods, so a 405 on /runs answers 'Allow: GET, HEAD, POST'.
+    return await (list_runs if request.method in ("GET", "HEAD") else submit_run)(request)
+
+
 def run_routes() -> list[Route]:
     return [
-        Route("/api/v1/runs", submit_run, methods=["POST"]),
-        Route("/api/v1/runs", list_runs, methods=["GET"]),
+        Route("/api/v1/runs", runs, methods=["GET", "POST"]),
         Route("/api/v1/runs/batch", submit_batch, methods=["POST"]),
         Route("/api/v1/runs/{run_id}", get_run, methods=["GET"]),
         Route("/api/v1/runs/{run_id}/cancel", cancel_run, methods=["POST"]),

@@ -14,12 +14,13 @@ import asyncpg
 from aiokafka.client import AIOKafkaClient
 from starlette.requests import Request
 
-from gateway.api_errors import not_found
+from gateway.api_errors import CONTENT_ID, not_found
 from gateway.settings import GatewaySettings
 from stepflow_stream.config.model import Config
 from stepflow_stream.core.flow import Flow, parse_flow
 from stepflow_stream.core.jsonvalue import JSONObject
 from stepflow_stream.distributed.client import DistributedClient
+from stepflow_stream.errors import UserInputError
 from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase
 
 __all__ = ["GatewayState", "Metrics", "gateway_state"]
@@ -97,15 +98,26 @@ class GatewayState:
             await self.pool.execute(_CREATE_TENANTS)
 
     async def flow(self, flow_id: str) -> Flow:
-        """The stored flow of that id, parsed (once per process); 404 if there is none."""
+        """The stored flow of that id, parsed (once per process); 404 if there is none.
+
+        Any blob of that id is the flow's document, whatever type it was stored with (the
+        same document stored first as a plain blob keeps that type), as the orchestrator
+        reads it; a blob that is no flow is none."""
         flow = self._flows.get(flow_id)
-        if flow is None:
-            text = await self.pool.fetchval(
-                "SELECT data FROM blobs WHERE blob_id = $1 AND blob_type = 'flow'", flow_id)
-            if text is None:
-                raise not_found(f"no flow with id '{flow_id}' ('flowId'); store it with "
-                                "POST /api/v1/flows")
-            flow = self._flows[flow_id] = parse_flow(json.loads(text), f"flow {flow_id[:12]}")
+        if flow is not None:
+            return flow
+        missing = not_found(f"no flow with id '{flow_id}' ('flowId'); store it with "
+                            "POST /api/v1/flows")
+        if not CONTENT_ID.fullmatch(flow_id):
+            raise missing
+        text = await self.pool.fetchval("SELECT data FROM blobs WHERE blob_id = $1", flow_id)
+        if text is None:
+            raise missing
+        try:
+            flow = parse_flow(json.loads(text), f"flow {flow_id[:12]}")
+        except UserInputError:
+            raise missing from None
+        self._flows[flow_id] = flow
         return flow
 
     def remember(self, flow: Flow) -> None:

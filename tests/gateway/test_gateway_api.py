@@ -4,6 +4,9 @@ bad request answered with a 4xx and JSON naming the field."""
 
 from __future__ import annotations
 
+import base64
+import json
+import math
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,9 +14,13 @@ from pathlib import Path
 import httpx
 import pytest
 from gateway_support import auth
+from starlette.requests import Request
 from starlette.routing import Route
 
+from gateway.api_errors import ApiError, Body, read_json
 from gateway.app import create_app
+from gateway.batch_events import batch_event_routes
+from gateway.events import event_routes, serving_events
 from gateway.openapi import OPERATIONS
 from gateway.settings import gateway_settings
 from stepflow_stream.config import load_config
@@ -197,3 +204,134 @@ async def test_the_openapi_document_describes_exactly_the_served_routes(
     described = {(method.lower(), path) for method, path in OPERATIONS}
     assert served <= described, served - described
     assert document["paths"]["/api/v1/health"]["get"]["security"] == []
+
+
+# Regressions found by tests/gateway/test_gateway_schemathesis.py (or while making the OpenAPI
+# document precise for it): each was a 500 or an answer the document did not describe.
+
+
+@pytest.fixture
+async def events_http(standalone_config: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its event streams, as the ``gateway`` command serves it."""
+    config = load_config(standalone_config, os.environ)
+    app = create_app(config, distributed_options(config),
+                     settings=gateway_settings(standalone_config, os.environ),
+                     extra_routes=[*event_routes(ping_s=1), *batch_event_routes(ping_s=1)],
+                     lifespans=[serving_events])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw/api/v1",
+                                     headers=auth("admin")) as client:
+            yield client
+
+
+async def test_a_wrong_method_on_runs_allows_both_of_its_methods(
+    http: httpx.AsyncClient,
+) -> None:
+    for method in ("OPTIONS", "DELETE"):
+        response = await http.request(method, "/runs")
+        assert _error(response, 405) == "METHOD_NOT_ALLOWED"
+        allowed = {m.strip() for m in response.headers["allow"].split(",")}
+        assert {"GET", "POST"} <= allowed, allowed
+
+
+async def test_null_is_no_value_of_a_typed_field(http: httpx.AsyncClient) -> None:
+    flow_id = await _flow_id(http)
+    _error(await http.post("/blobs", json={"data": 1, "blobType": None}), 400, "'blobType'",
+           "null")
+    for field in ("timeoutSeconds", "wait", "runId", "variables", "batch"):
+        _error(await http.post("/runs", json={"flowId": flow_id, field: None}), 400,
+               f"'{field}'", "null")
+    _error(await http.post("/flows", json={"flow": None}), 400, "'flow'", "null")
+
+
+async def test_ids_the_client_chooses_are_checked(http: httpx.AsyncClient) -> None:
+    flow_id = await _flow_id(http)
+    for run_id in ("", "a\nb", "a\u0000b", "x" * 257):
+        _error(await http.post("/runs", json={"flowId": flow_id, "runId": run_id}), 400,
+               "'runId'")
+    _error(await http.post("/blobs", json={"data": 1, "blobType": "a\u0000"}), 400,
+           "'blobType'", "control character")
+
+
+async def test_flow_ids_are_content_hashes(http: httpx.AsyncClient) -> None:
+    _error(await http.post("/runs", json={"flowId": "nope"}), 400, "'flowId'", "64")
+    _error(await http.post("/runs/batch", json={"flowId": "NOPE", "inputs": [1]}), 400,
+           "'flowId'", "hex")
+    _error(await http.get("/runs", params={"flowId": "nope"}), 400, "'flowId'")
+    _error(await http.get("/runs", params={"batchId": ""}), 400, "'batchId'")
+    _error(await http.get("/flows/nope"), 404, "nope")
+
+
+async def test_ids_postgresql_cannot_hold_are_not_found(
+    http: httpx.AsyncClient, events_http: httpx.AsyncClient,
+) -> None:
+    for path in ("/runs/a%00b", "/flows/a%00b", "/blobs/a%00b"):
+        _error(await http.get(path), 404)
+    _error(await http.post("/runs/a%00b/cancel"), 404)
+    listed = await http.get("/runs", params={"batchId": "a\u0000b"})
+    assert listed.status_code == 200 and listed.json() == {"runs": []}
+    _error(await events_http.get("/runs/a%00b/events"), 404)
+    _error(await events_http.get("/batches/a%00b/events"), 404)
+
+
+async def test_json_that_cannot_be_stored_or_answered_is_refused(
+    http: httpx.AsyncClient,
+) -> None:
+    headers = {"content-type": "application/json"}
+    for raw, words in ((b'{"data": NaN}', ("NaN",)), (b'{"data": -Infinity}', ("-Infinity",)),
+                       (b'{"data": 1e400}', ("1e400", "too large")),
+                       (b'{"data": "a\\ud800b"}', ("surrogate",))):
+        _error(await http.post("/blobs", content=raw, headers=headers), 400, *words)
+    paired = await http.post("/blobs", content=b'{"data": "\\ud83d\\ude00"}', headers=headers)
+    assert paired.status_code == 200, paired.text
+
+
+async def test_an_integer_past_pythons_digit_limit_is_refused() -> None:
+    raw = b'{"data": ' + b"7" * 4400 + b"}"  # larger than the fixture's body limit
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    request = Request({"type": "http", "method": "POST", "path": "/", "headers": []}, receive)
+    with pytest.raises(ApiError) as refused:
+        await read_json(request, 1 << 20)
+    assert refused.value.status == 400 and "not valid JSON" in refused.value.message
+
+
+async def test_list_queries_that_crashed_are_refused(http: httpx.AsyncClient) -> None:
+    _error(await http.get("/runs", params={"limit": "\u00b2"}), 400, "'limit'")
+    for value in ([10**30, "x"], [1, "a\u0000b"], [1, "\ud800"], [True, "x"]):
+        raw = json.dumps(value).encode()
+        token = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        _error(await http.get("/runs", params={"pageToken": token}), 400, "'pageToken'")
+    _error(await http.get("/runs?status=running&status=failed"), 400, "'status'",
+           "more than once")
+
+
+def test_a_timeout_past_any_double_waits_as_long_as_allowed() -> None:
+    assert Body({"timeoutSeconds": 10**400}, ("timeoutSeconds",)).number(
+        "timeoutSeconds") == math.inf
+
+
+async def test_a_flow_stored_as_a_plain_blob_is_that_flow(http: httpx.AsyncClient) -> None:
+    document = {**FLOW, "name": "stored_as_data"}
+    stored = await http.post("/blobs", json={"data": document})
+    flow_id = stored.json()["blobId"]
+    got = await http.get(f"/flows/{flow_id}")
+    assert got.status_code == 200, got.text
+    assert got.json() == {"flowId": flow_id, "flow": document}
+    not_a_flow = await http.post("/blobs", json={"data": {"steps": 5}, "blobType": "flow"})
+    _error(await http.get(f"/flows/{not_a_flow.json()['blobId']}"), 404, "no flow")
+
+
+async def test_event_stream_positions_are_checked_both_ways(
+    events_http: httpx.AsyncClient,
+) -> None:
+    for params, headers, field in (({"since": str(2**63)}, {}, "'since'"),
+                                   ({"since": "1_000"}, {}, "'since'"),
+                                   ({"since": "1.5"}, {"Last-Event-ID": "3"}, "'since'"),
+                                   ({}, {"Last-Event-ID": "+3"}, "'Last-Event-ID'")):
+        response = await events_http.get("/runs/some-run/events", params=params,
+                                         headers=headers)
+        _error(response, 400, field)
