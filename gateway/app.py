@@ -20,6 +20,7 @@ from starlette.routing import BaseRoute
 from gateway.api_blobs import blob_routes
 from gateway.api_errors import exception_handlers
 from gateway.api_flows import flow_routes
+from gateway.api_replay import replay_routes
 from gateway.api_runs import run_routes
 from gateway.api_state import GatewayState, Metrics
 from gateway.api_system import RequestCounter, system_routes
@@ -66,7 +67,7 @@ def create_app(
                 await stack.enter_async_context(extra(app.state, options, client.database))
             yield
 
-    routes: list[BaseRoute] = [*flow_routes(), *run_routes(), *blob_routes()]
+    routes: list[BaseRoute] = [*flow_routes(), *run_routes(), *replay_routes(), *blob_routes()]
     routes += extra_routes
     routes += system_routes(routes)
     return Starlette(

@@ -1,4 +1,5 @@
-"""``runs list``, ``runs show`` and ``replay``: looking at runs through their journals."""
+"""``runs list`` and ``runs show``: looking at runs through their journals (and how runs,
+states and events are printed, which ``replay`` shares)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from stepflow_stream.cli.loading import open_store
 from stepflow_stream.core.events import ErrorInfo, Event, FlowResult
 from stepflow_stream.core.jsonvalue import JSONObject
 from stepflow_stream.core.state import RunState, RunStatus, StepState, fold
-from stepflow_stream.errors import InputError, RunNotFoundError
+from stepflow_stream.errors import RunNotFoundError
 from stepflow_stream.journal.base import RunSummary
 
 
@@ -31,13 +32,6 @@ def add_show_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--journal", help="an SQLite journal path (default .stepflow/journal.db)")
 
 
-def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_id")
-    parser.add_argument("--to", type=int, metavar="SEQ", help="stop after the event SEQ")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--journal", help="an SQLite journal path (default .stepflow/journal.db)")
-
-
 def list_command(args: argparse.Namespace) -> int:
     async def go() -> list[RunSummary]:
         async with open_store(args.journal, must_exist=True) as (journal, _):
@@ -51,7 +45,7 @@ def list_command(args: argparse.Namespace) -> int:
         return 0
     print(f"{'RUN ID':34} {'STATUS':10} {'CREATED':23} {'DURATION':>10}  FLOW")
     for run in runs:
-        duration = _ms(run.finished_at - run.created_at) if run.finished_at else "-"
+        duration = format_ms(run.finished_at - run.created_at) if run.finished_at else "-"
         print(f"{run.run_id:34} {run.status.value:10} {_time(run.created_at):23} "
               f"{duration:>10}  {run.flow_id[:12]}")
     return 0
@@ -74,40 +68,20 @@ def show_command(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(state_json(state), ensure_ascii=False, indent=2))
         return 0
-    _print_state(state)
+    print_state(state)
     return 0
 
 
-def replay_command(args: argparse.Namespace) -> int:
-    events = asyncio.run(_load(args.journal, args.run_id))
-    if args.to is not None:
-        if not 0 <= args.to < len(events):
-            raise InputError(f"--to must be between 0 and {len(events) - 1} for this run")
-        events = events[: args.to + 1]
-    state = fold(args.run_id, events)
-    if args.json:
-        print(json.dumps({"events": [event_json(e) for e in events],
-                          "state": state_json(state)}, ensure_ascii=False, indent=2))
-        return 0
-    start = events[0].timestamp
-    print(f"timeline of run {args.run_id} ({len(events)} events)")
-    for event in events:
-        print(f"  {event.seq:>5}  +{_ms(event.timestamp - start):>9}  "
-              f"{type(event).__name__:19} {_describe(event)}")
-    print()
-    print(f"state after seq {events[-1].seq}:")
-    _print_state(state)
-    return 0
-
-
-def _print_state(state: RunState) -> None:
+def print_state(state: RunState) -> None:
     print(f"run {state.run_id}: {state.status.value}")
     print(f"  flow     {state.flow_id}")
     if state.created_at is not None:
         print(f"  created  {_time(state.created_at)}")
     if state.finished_at is not None and state.created_at is not None:
-        print(f"  duration {_ms(state.finished_at - state.created_at)}")
-    if state.parent_run_id:
+        print(f"  duration {format_ms(state.finished_at - state.created_at)}")
+    if state.forked_from_step is not None:
+        print(f"  fork of  {state.parent_run_id} from step {state.forked_from_step}")
+    elif state.parent_run_id:
         print(f"  parent   {state.parent_run_id} (step {state.parent_step_id})")
     print(f"  {'STEP':24} {'STATUS':10} {'ATTEMPT':>7} {'DURATION':>10}  DETAIL")
     for step_id, step in state.steps.items():
@@ -119,7 +93,7 @@ def _print_state(state: RunState) -> None:
 
 def _step_duration(step: StepState) -> str:
     if step.started_at is not None and step.finished_at is not None:
-        return _ms(step.finished_at - step.started_at)
+        return format_ms(step.finished_at - step.started_at)
     return "-"
 
 
@@ -130,14 +104,20 @@ def _step_detail(step: StepState) -> str:
         return step.skip_reason
     if step.from_default:
         return "onError default used"
+    if step.reused_from is not None:
+        return f"reused from run {step.reused_from}"
     return step.component or ""
 
 
-def _describe(event: Event) -> str:
+def describe(event: Event) -> str:
+    """The event's fields as one line of JSON, without those left unset (None or false)."""
     fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event)
-              if f.name not in ("run_id", "seq", "timestamp")}
+              if f.name not in ("run_id", "seq", "timestamp")
+              and not (f.default in (None, False) and getattr(event, f.name) == f.default)}
+    reused_from = fields.pop("reused_from", None)
     text = json.dumps(_jsonable(fields), ensure_ascii=False)
-    return text if len(text) <= 120 else text[:117] + "..."
+    text = text if len(text) <= 120 else text[:117] + "..."
+    return f"reused from run {reused_from}: {text}" if reused_from else text
 
 
 def _jsonable(value: Any) -> Any:
@@ -180,6 +160,7 @@ def state_json(state: RunState) -> JSONObject:
         "createdAt": state.created_at,
         "finishedAt": state.finished_at,
         "parentRunId": state.parent_run_id,
+        "forkedFromStep": state.forked_from_step,
         "result": state.result.to_json() if state.result else None,
         "steps": {
             step_id: {
@@ -192,6 +173,7 @@ def state_json(state: RunState) -> JSONObject:
                 "error": step.error.to_json() if step.error else None,
                 "skipReason": step.skip_reason,
                 "fromDefault": step.from_default,
+                "reusedFrom": step.reused_from,
                 "startedAt": step.started_at,
                 "finishedAt": step.finished_at,
             }
@@ -200,7 +182,7 @@ def state_json(state: RunState) -> JSONObject:
     }
 
 
-def _ms(value: int) -> str:
+def format_ms(value: int) -> str:
     return f"{value} ms"
 
 

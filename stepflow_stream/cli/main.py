@@ -65,9 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_show_arguments(show_parser)
     show_parser.set_defaults(handler=inspect.show_command)
 
-    replay_parser = commands.add_parser("replay", help="a run's timeline and rebuilt state")
-    inspect.add_replay_arguments(replay_parser)
-    replay_parser.set_defaults(handler=inspect.replay_command)
+    from stepflow_stream.cli import replay
+
+    replay_parser = commands.add_parser(
+        "replay", help="a run's timeline and rebuilt state, step by step, or verified"
+    )
+    replay.add_replay_arguments(replay_parser)
+    replay_parser.set_defaults(handler=replay.replay_command)
 
     serve_parser = commands.add_parser(
         "serve-components", help="serve a ComponentServer over Stepflow's HTTP protocol"
@@ -110,6 +114,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_submit_arguments(batch_submit_parser)
     batch_submit_parser.set_defaults(handler=batch.submit_command)
+
+    from stepflow_stream.cli import ingest
+
+    ingest_parser = commands.add_parser(
+        "ingest", help="one run per record of a Kafka topic, results to another topic"
+    )
+    ingest.add_arguments(ingest_parser)
+    ingest_parser.set_defaults(handler=ingest.command)
+
+    diff_parser = runs_commands.add_parser("diff", help="compare two runs step by step")
+    replay.add_diff_arguments(diff_parser)
+    diff_parser.set_defaults(handler=replay.diff_command)
+
+    from stepflow_stream.cli import fork
+
+    fork_parser = commands.add_parser(
+        "fork", help="run a recorded run again from a step, reusing the steps before it"
+    )
+    fork.add_arguments(fork_parser)
+    fork_parser.set_defaults(handler=fork.command)
     return parser
 
 

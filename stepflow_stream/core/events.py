@@ -7,7 +7,7 @@ milliseconds that the runtime supplies (the core reads no clock).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from stepflow_stream.core.jsonvalue import JSON, JSONObject
@@ -76,6 +76,8 @@ class RunCreated(Event):
     parent_step_id: str | None = None
     batch_id: str | None = None
     batch_index: int | None = None
+    forked_from_step: str | None = None
+    """Set when the run is a fork of ``parent_run_id``: the step from which it runs again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,8 @@ class StepCompleted(Event):
     output: JSON
     from_default: bool = False
     """True when the output is the step's ``onError: useDefault`` value, not a component's."""
+    reused_from: str | None = None
+    """In a fork: the run whose recorded output this is (no component was called)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +175,11 @@ class SubmitRun:
     parent_step_id: str | None = None
     batch_id: str | None = None
     batch_index: int | None = None
+    forked_from_step: str | None = None
+    """With ``parent_run_id``: the run is a fork of that run, run again from this step."""
+    reused: JSONObject = field(default_factory=dict)
+    """In a fork: recorded outputs of the parent's steps, by step id, that the new run takes
+    as completed (in this order) instead of calling their components."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -98,6 +98,7 @@ def handle(plan: RunPlan | None, state: RunState, command: Command, now: int) ->
             parent_step_id=command.parent_step_id,
             batch_id=command.batch_id,
             batch_index=command.batch_index,
+            forked_from_step=command.forked_from_step,
         )
         if plan is not None and plan.flow.input_schema is not None:
             violations = plan.flow.input_schema.violations(command.input)
@@ -105,6 +106,8 @@ def handle(plan: RunPlan | None, state: RunState, command: Command, now: int) ->
                 message = f"flow input does not match the input schema: {describe(violations)}"
                 emit(RunFailed, error=ErrorInfo(ErrorCode.INVALID_INPUT, message))
                 return emit.events
+        if plan is not None and command.reused:
+            _take_reused(plan, command, emit)
     elif isinstance(command, TaskResult):
         step_id = state.running_tasks.get(command.task_id)
         if step_id is None or state.status is not RunStatus.RUNNING or plan is None:
@@ -127,6 +130,18 @@ def decide(plan: RunPlan, state: RunState, now: int) -> list[Event]:
     emit = _Emitter(state, now)
     _decide(plan, state, emit)
     return emit.events
+
+
+def _take_reused(plan: RunPlan, command: SubmitRun, emit: _Emitter) -> None:
+    """A fork starts with the parent's recorded outputs it reuses: completed steps, marked
+    as reused, with task ids of attempt 0 (no component is called for them)."""
+    reused = [step_id for step_id in command.reused if step_id in plan.flow.steps_by_id]
+    if not reused:
+        return
+    emit(StepsNeeded, step_ids=tuple(reused))
+    for step_id in reused:
+        emit(StepCompleted, step_id=step_id, task_id=task_id_for(command.run_id, step_id, 0),
+             output=command.reused[step_id], reused_from=command.parent_run_id)
 
 
 def _task_result(step: Step, step_state: StepState, result: TaskResult, emit: _Emitter) -> None:
@@ -218,10 +233,11 @@ def _rebuild_memo(flow: Flow, state: RunState, emit: _Emitter) -> None:
     state.remaining.clear()
     state.dirty.clear()
     state.settled.clear()
-    if not state.steps:
-        must = tuple(step.id for step in flow.steps if step.must_execute)
-        if must:
-            emit(StepsNeeded, step_ids=must)
+    # At the first decision (a fork may have reused steps already), or after a fold.
+    must = tuple(step.id for step in flow.steps
+                 if step.must_execute and step.id not in state.steps)
+    if must:
+        emit(StepsNeeded, step_ids=must)
     state.dirty.extend(
         step_id
         for step_id, step_state in state.steps.items()

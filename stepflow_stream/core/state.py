@@ -68,6 +68,8 @@ class StepState:
     error: ErrorInfo | None = None
     retryable: bool = False
     from_default: bool = False
+    reused_from: str | None = None
+    """In a fork: the run whose recorded output the step took instead of running."""
     skip_reason: str | None = None
     needed_at: int | None = None
     started_at: int | None = None
@@ -88,6 +90,8 @@ class RunState:
     parent_step_id: str | None = None
     batch_id: str | None = None
     batch_index: int | None = None
+    forked_from_step: str | None = None
+    """In a fork of ``parent_run_id``: the step from which the fork runs again."""
     created_at: int | None = None
     finished_at: int | None = None
     cancel_requested: bool = False
@@ -155,6 +159,7 @@ def _run_created(state: RunState, event: RunCreated) -> None:
     state.parent_step_id = event.parent_step_id
     state.batch_id = event.batch_id
     state.batch_index = event.batch_index
+    state.forked_from_step = event.forked_from_step
     state.created_at = event.timestamp
 
 
@@ -192,6 +197,7 @@ def _step_completed(state: RunState, event: StepCompleted) -> None:
     step.status = StepStatus.COMPLETED
     step.output = event.output
     step.from_default = event.from_default
+    step.reused_from = event.reused_from
     step.finished_at = event.timestamp
     state.outputs[event.step_id] = event.output
     state.running_tasks.pop(event.task_id, None)

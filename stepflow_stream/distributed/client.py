@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from stepflow_stream.config.model import Config
 from stepflow_stream.core.events import CancelRun, Command, FlowResult, SubmitRun
 from stepflow_stream.core.flow import Flow
-from stepflow_stream.core.jsonvalue import JSON
+from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.core.variables import resolve_variables
 from stepflow_stream.distributed.options import DistributedOptions
 from stepflow_stream.distributed.postgres_state import RUNS_CHANNEL
@@ -125,11 +125,15 @@ class DistributedClient:
         run_id: str | None = None,
         batch_id: str | None = None,
         batch_index: int | None = None,
+        parent_run_id: str | None = None,
+        forked_from_step: str | None = None,
+        reused: JSONObject | None = None,
     ) -> str:
         """Store the flow, send the run's SubmitRun, and return its id once Kafka has it.
 
         Submitting a run id again starts nothing new. Secret variables are checked here but
-        not sent: the orchestrator reads them from its own environment.
+        not sent: the orchestrator reads them from its own environment. A fork names its
+        parent run, the step it runs from and the recorded outputs it reuses.
         """
         assert self.database is not None, "start() the client first"
         resolved = resolve_variables(flow, variables or {}, os.environ)
@@ -137,7 +141,8 @@ class DistributedClient:
         run_id = run_id or uuid.uuid4().hex
         await self.send(SubmitRun(
             run_id=run_id, flow_id=flow.flow_id, input=input, variables=resolved.redacted(),
-            batch_id=batch_id, batch_index=batch_index,
+            batch_id=batch_id, batch_index=batch_index, parent_run_id=parent_run_id,
+            forked_from_step=forked_from_step, reused=reused or {},
         ))
         return run_id
 

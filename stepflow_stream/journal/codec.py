@@ -142,7 +142,11 @@ def register_writer_schema(schema: dict[str, Any]) -> bytes:
     return schema_fingerprint
 
 
-_ADDED_FIELDS: tuple[tuple[str, str], ...] = (("StepStarted", "affinity"),)
+_ADDED_FIELDS: tuple[tuple[str, str], ...] = (
+    ("StepStarted", "affinity"),
+    ("RunCreated", "forked_from_step"),
+    ("StepCompleted", "reused_from"),
+)
 """Fields added to the records since the first Envelope schema, ``(record, field)``, oldest
 first (fields are only ever appended, with a default). The schema before each addition is the
 current one without the fields added since; every such schema is registered below, so journals

@@ -182,12 +182,17 @@ class EmbeddedRuntime:
         batch_id: str | None = None,
         batch_index: int | None = None,
         check_existing: bool = True,
+        forked_from_step: str | None = None,
+        reused: JSONObject | None = None,
     ) -> str:
         """Start a run and return its id once the run is durably accepted.
 
         With an explicit ``run_id`` that the journal already holds, nothing new starts: the
         existing run is resumed if it is unfinished (so resubmitting is idempotent).
-        ``check_existing=False`` skips that look-up for ids known to be new.
+        ``check_existing=False`` skips that look-up for ids known to be new. A fork of run
+        ``parent_run_id`` names the step it runs from (``forked_from_step``) and the
+        recorded outputs it takes instead of running those steps (``reused``, see
+        :func:`stepflow_stream.core.fork.plan_fork`).
         Raises :class:`InputError` for variables the flow cannot resolve.
         """
         plan = await self._plan(flow)
@@ -208,6 +213,8 @@ class EmbeddedRuntime:
             parent_step_id=parent_step_id,
             batch_id=batch_id,
             batch_index=batch_index,
+            forked_from_step=forked_from_step,
+            reused=reused or {},
         )
         durable = self._process(run, command)
         if durable is not None:

@@ -142,3 +142,44 @@ def test_an_unreachable_cluster_is_one_line_and_exit_1(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), str(result)
     assert all(fragment in lines[0] for fragment in fragments), str(result)
+
+
+# replay, fork and runs diff ----------------------------------------------------------------
+
+GOLDEN_DUMP = str(Path(__file__).resolve().parents[1] / "golden" / "orders.journal.jsonl")
+
+# (id, arguments, fragments the one error line must hold); run in a directory without a journal
+REPLAY_CASES: list[tuple[str, list[str], list[str]]] = [
+    ("replay-to-out-of-range", ["replay", "golden-orders-1", "--journal", GOLDEN_DUMP,
+                                "--to", "99"], ["--to", "between 0 and 18", "99"]),
+    ("replay-to-negative", ["replay", "golden-orders-1", "--journal", GOLDEN_DUMP,
+                            "--to", "-1"], ["--to", "-1"]),
+    ("replay-to-not-a-number", ["replay", "golden-orders-1", "--to", "last"],
+     ["--to", "'last'"]),
+    ("replay-unknown-run-in-dump", ["replay", "no-such-run", "--journal", GOLDEN_DUMP],
+     ["'no-such-run'", "no run"]),
+    ("replay-verify-unknown-run", ["replay", "no-such-run", "--verify"],
+     ["'no-such-run'", "no journal"]),
+    ("replay-flow-without-verify", ["replay", "golden-orders-1", "--journal", GOLDEN_DUMP,
+                                    "--flow", "chain.yaml"], ["--flow", "--verify"]),
+    ("replay-verify-missing-flow", ["replay", "golden-orders-1", "--journal", GOLDEN_DUMP,
+                                    "--verify", "--flow", "nope.yaml"], ["nope.yaml", "not found"]),
+    ("replay-missing-dump", ["replay", "r", "--journal", "none.jsonl"],
+     ["none.jsonl", "not found"]),
+    ("fork-unknown-run", ["fork", "no-such-run", "--from-step", "first"], ["'no-such-run'"]),
+    ("fork-unknown-run-in-journal", ["fork", "no-such-run", "--from-step", "first",
+                                     "--journal", "memory"], ["'no-such-run'"]),
+    ("fork-bad-override", ["fork", "r", "--from-step", "first", "--override", '{"i": '],
+     ["--override", "not valid JSON"]),
+    ("fork-from-a-dump", ["fork", "golden-orders-1", "--journal", GOLDEN_DUMP,
+                          "--from-step", "label"], ["orders.journal.jsonl", "read-only"]),
+    ("diff-unknown-run", ["runs", "diff", "golden-orders-1", "nope", "--journal", GOLDEN_DUMP],
+     ["'nope'", "no run"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"),
+                         [pytest.param(*case[1:], id=case[0]) for case in REPLAY_CASES])
+def test_replay_fork_and_diff_bad_input_is_one_line(cli: CLI, args: list[str],
+                                                     fragments: list[str]) -> None:
+    assert_bad_input(cli(*args), *fragments)
