@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from stepflow_stream.cli import batch, distributed, gateway, inspect, lb, run
+from stepflow_stream.cli import batch, distributed, gateway, ingest, inspect, lb, run
 from stepflow_stream.cli.loading import load_flow, load_run_config
 from stepflow_stream.errors import StepflowError, UserInputError
 from stepflow_stream.flowtests import CaseOutcome, config_for_cases, run_tests
@@ -114,8 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     batch.add_submit_arguments(batch_submit_parser)
     batch_submit_parser.set_defaults(handler=batch.submit_command)
-
-    from stepflow_stream.cli import ingest
 
     ingest_parser = commands.add_parser(
         "ingest", help="one run per record of a Kafka topic, results to another topic"
