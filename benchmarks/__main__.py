@@ -159,15 +159,19 @@ def _gateway_section(args: argparse.Namespace) -> None:
     figures = _measure(["-m", "benchmarks.sse_side", "--subscribers", str(args.subscribers)],
                        env=infra_env())
     print()
-    print("| measure | p50 | p99 | max |")
+    print(f"| measure (median of {figures['repetitions']} runs) | p50 | p99 | max |")
     print("|---|---|---|---|")
     print(f"| fan-out: visible on the journal topic to received | {figures['fanout_p50_ms']:.1f} ms"
           f" | {figures['fanout_p99_ms']:.1f} ms | - |")
     print(f"| decided by the orchestrator to received | {figures['delay_p50_ms']:.1f} ms | "
           f"{figures['delay_p99_ms']:.1f} ms | {figures['delay_max_ms']:.1f} ms |")
-    print(f"\n- {figures['complete_streams']:,} of {figures['subscribers']:,} streams got all "
-          f"{figures['events']} events; the subscribers run in one Python process on the same "
-          "machine")
+    print(f"\n- gateway CPU while sending: {figures['cpu_us_per_message']:.1f} us per SSE message, "
+          f"{figures['cpu_us_per_send']:.0f} us per write ({figures['sends_per_stream']:.1f} "
+          f"writes per stream); {figures['cpu_us_per_stream_end']:.0f} us per stream end; "
+          f"{figures['idle_cpu_pct']:.0f}% of a core idle")
+    print(f"- {figures['complete_streams']:,} of {figures['subscribers']:,} streams got all "
+          f"{figures['events']} events; the subscribers run in "
+          f"{figures['subscriber_processes']} Python processes on the same machine")
 
 
 def _components_section(args: argparse.Namespace) -> None:

@@ -29,8 +29,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.api_errors import storable
 from gateway.events import TERMINAL_EVENTS, EventStream, JournalFeed, visible_to
-from stepflow_stream.core.events import FlowResult
+from stepflow_stream.core.events import Event, FlowResult
 from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.core.state import RunStatus
 from stepflow_stream.distributed.client import batch_run_id
@@ -97,7 +98,7 @@ class _BatchStream:
     def chunk(self, messages: list[bytes]) -> bytes:
         return b"".join([*messages, _encode("progress", self.progress.json())])
 
-    async def messages(self, queue: asyncio.Queue[object], indexes: dict[str, int],
+    async def messages(self, queue: asyncio.Queue[Event], indexes: dict[str, int],
                        ) -> AsyncIterator[bytes]:
         yield self.chunk(await self.from_index())
         while not self.finished:
@@ -111,8 +112,7 @@ class _BatchStream:
             while not queue.empty():
                 deliveries.append(queue.get_nowait())
             found = []
-            for delivery in deliveries:
-                event = getattr(delivery, "event", None)
+            for event in deliveries:
                 if not isinstance(event, TERMINAL_EVENTS):
                     continue
                 index = indexes[event.run_id]
@@ -135,7 +135,8 @@ def batch_event_routes(*, ping_s: float = 15.0) -> list[Route]:
         feed: JournalFeed = request.app.state.journal_feed
         pool: asyncpg.Pool[asyncpg.Record] = request.app.state.event_database.pool
         batch_id = request.path_params["batch_id"]
-        size = await pool.fetchval("SELECT size FROM batches WHERE batch_id = $1", batch_id)
+        size = await pool.fetchval("SELECT size FROM batches WHERE batch_id = $1",
+                                   batch_id) if storable(batch_id) else None
         if size is None or not await visible_to(request, batch_run_id(batch_id, 0)):
             return JSONResponse(
                 {"code": "NOT_FOUND", "message": f"no batch with id '{batch_id}'"},
@@ -146,15 +147,8 @@ def batch_event_routes(*, ping_s: float = 15.0) -> list[Route]:
         subscription = feed.subscribe(*indexes)
         queue = subscription.__enter__()
         stream = _BatchStream(pool, batch_id, size)
-
-        async def events() -> AsyncIterator[bytes]:
-            try:
-                async for message in stream.messages(queue, indexes):  # type: ignore[arg-type]
-                    yield message
-            finally:
-                subscription.__exit__(None, None, None)
-
-        return EventStream(events(), ping=int(ping_s) or 1,
-                                   headers={"Cache-Control": "no-store"})
+        return EventStream(stream.messages(queue, indexes),
+                           on_close=lambda: subscription.__exit__(None, None, None),
+                           ping=int(ping_s) or 1, headers={"Cache-Control": "no-store"})
 
     return [Route("/api/v1/batches/{batch_id}/events", batch_events, methods=["GET"])]
