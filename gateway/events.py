@@ -440,6 +440,15 @@ async def serving_events(
         await feed.stop()
 
 
+async def _all_sent(journal: PostgresJournal, run_id: str, since: int) -> bool:
+    """Whether the run has ended and a client that has every event up to ``since`` has its
+    terminal event."""
+    summary = await journal.get_run(run_id)
+    if summary is None or not summary.status.terminal:
+        return False
+    return not await journal.read(run_id, since)
+
+
 def event_routes(*, ping_s: float = _PING_S) -> list[Route]:
     """The SSE routes, to mount in a gateway app whose lifespan runs :func:`serving_events`."""
 
@@ -457,6 +466,10 @@ def event_routes(*, ping_s: float = _PING_S) -> list[Route]:
         if not await _known(journal, run_id, follower):
             follower.close()
             return _error(404, "NOT_FOUND", f"no run with id '{run_id}'")
+        if since >= 0 and await _all_sent(journal, run_id, since):
+            # A browser reconnects by itself after a stream ends; 204 is what makes it stop.
+            follower.close()
+            return Response(status_code=204, headers={"Cache-Control": "no-store"})
         return EventStream(_stream(journal, run_id, since, follower), on_close=follower.close,
                            ping=int(ping_s) or 1, headers={"Cache-Control": "no-store"})
 

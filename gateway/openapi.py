@@ -268,7 +268,9 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         ],
         "responses": {"200": {"description": "An event stream, ending after the run's "
                                              "terminal event",
-                              "content": _event_stream(_RUN_EVENT)}},
+                              "content": _event_stream(_RUN_EVENT)},
+                      "204": {"description": "The run has ended and the client has every "
+                                             "event (an EventSource then stops reconnecting)"}},
     },
     ("GET", "/api/v1/batches/{batch_id}/events"): {
         "summary": "A batch's results as Server-Sent Events, as its runs finish: 'result' "

@@ -129,6 +129,13 @@ async def test_a_client_that_reconnects_with_last_event_id_gets_each_event_once(
     seqs = [seq for seq, _, _ in first + rest]
     assert seqs == list(range(len(stored)))
     assert [seq for seq, _, _ in since] == list(range(6, len(stored)))
+    # A client that has the terminal event and reconnects (as an EventSource does) is told
+    # there is nothing more, so it stops; one event short, it gets that event.
+    async with httpx.AsyncClient(timeout=30) as http:
+        done = await http.get(url, headers={"Last-Event-ID": str(len(stored) - 1)})
+        last = await http.get(url, headers={"Last-Event-ID": str(len(stored) - 2)})
+    assert done.status_code == 204 and done.content == b""
+    assert last.status_code == 200 and "event: RunCompleted" in last.text
 
 
 async def test_curl_follows_the_stream(cluster: AgentsCluster, gateway: str) -> None:
