@@ -17,14 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.api_errors import ApiError, Body, invalid, not_found, read_json, storable
-from gateway.api_state import GatewayState, gateway_state
+from gateway.api_errors import ApiError, Body, invalid, read_json
+from gateway.api_state import gateway_state, visible_run
 from gateway.auth import tenant_of
 from stepflow_stream.cli.run import check_input
 from stepflow_stream.core.rundiff import state_view
 from stepflow_stream.core.state import RunStatus, fold
 from stepflow_stream.errors import InputError
-from stepflow_stream.journal.base import RunSummary
 from stepflow_stream.runtime.fork import prepare_fork
 
 __all__ = ["replay_routes"]
@@ -34,7 +33,7 @@ _FORK_FIELDS = ("fromStep", "input")
 
 async def run_state(request: Request) -> Response:
     state = gateway_state(request)
-    summary = await _visible_run(request, state)
+    summary = await visible_run(request, state)
     unknown = [name for name in request.query_params if name != "at"]
     if unknown:
         raise invalid(f"unknown query parameter '{unknown[0]}'; known: at")
@@ -61,7 +60,7 @@ async def run_state(request: Request) -> Response:
 
 async def fork_run(request: Request) -> Response:
     state = gateway_state(request)
-    summary = await _visible_run(request, state)
+    summary = await visible_run(request, state)
     body = Body(await read_json(request, state.settings.max_body_bytes), _FORK_FIELDS)
     from_step = body.text("fromStep", required=True)
     assert from_step is not None
@@ -97,15 +96,6 @@ async def fork_run(request: Request) -> Response:
         "reusedSteps": list(fork.plan.reused),
         "rerunSteps": list(fork.plan.rerun),
     }, status_code=202)
-
-
-async def _visible_run(request: Request, state: GatewayState) -> RunSummary:
-    run_id: str = request.path_params["run_id"]
-    tenant = tenant_of(request)
-    summary = await state.client.journal.get_run(run_id) if storable(run_id) else None
-    if summary is None or (tenant is not None and await state.owner(run_id) != tenant):
-        raise not_found(f"no run with id '{run_id}'")
-    return summary
 
 
 def replay_routes() -> list[Route]:

@@ -26,11 +26,10 @@ from gateway.api_errors import (
     ApiError,
     Body,
     invalid,
-    not_found,
     read_json,
     storable,
 )
-from gateway.api_state import GatewayState, gateway_state
+from gateway.api_state import GatewayState, gateway_state, visible_run
 from gateway.auth import tenant_of
 from stepflow_stream.cli.run import check_input
 from stepflow_stream.core.events import FlowResult, RunCreated
@@ -39,7 +38,6 @@ from stepflow_stream.core.jsonvalue import JSON, JSONObject
 from stepflow_stream.core.state import RunState, RunStatus, fold
 from stepflow_stream.distributed.client import batch_run_id
 from stepflow_stream.errors import InputError
-from stepflow_stream.journal.base import RunSummary
 
 __all__ = ["run_routes"]
 
@@ -187,7 +185,7 @@ async def list_runs(request: Request) -> Response:
 async def get_run(request: Request) -> Response:
     """The run's summary, its input and (redacted) variables, and each step's status."""
     state = gateway_state(request)
-    summary = await _visible_run(request, state)
+    summary = await visible_run(request, state)
     events = await state.client.journal.read(summary.run_id)
     run = fold(summary.run_id, events)
     return JSONResponse({
@@ -209,21 +207,12 @@ async def get_run(request: Request) -> Response:
 
 async def cancel_run(request: Request) -> Response:
     state = gateway_state(request)
-    summary = await _visible_run(request, state)
+    summary = await visible_run(request, state)
     if summary.status.terminal:
         raise ApiError(409, "CONFLICT",
                        f"run '{summary.run_id}' has already ended ({summary.status.value})")
     await state.client.cancel(summary.run_id)
     return JSONResponse({"runId": summary.run_id, "status": "cancelling"}, status_code=202)
-
-
-async def _visible_run(request: Request, state: GatewayState) -> RunSummary:
-    run_id: str = request.path_params["run_id"]
-    tenant = tenant_of(request)
-    summary = await state.client.journal.get_run(run_id) if storable(run_id) else None
-    if summary is None or (tenant is not None and await state.owner(run_id) != tenant):
-        raise not_found(f"no run with id '{run_id}'")
-    return summary
 
 
 async def _claim(request: Request, state: GatewayState, run_ids: Sequence[str]) -> None:

@@ -14,16 +14,18 @@ import asyncpg
 from aiokafka.client import AIOKafkaClient
 from starlette.requests import Request
 
-from gateway.api_errors import CONTENT_ID, not_found
+from gateway.api_errors import CONTENT_ID, not_found, storable
+from gateway.auth import tenant_of
 from gateway.settings import GatewaySettings
 from stepflow_stream.config.model import Config
 from stepflow_stream.core.flow import Flow, parse_flow
 from stepflow_stream.core.jsonvalue import JSONObject
 from stepflow_stream.distributed.client import DistributedClient
 from stepflow_stream.errors import UserInputError
+from stepflow_stream.journal.base import RunSummary
 from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase
 
-__all__ = ["GatewayState", "Metrics", "gateway_state"]
+__all__ = ["GatewayState", "Metrics", "gateway_state", "visible_run"]
 
 # The tenant of each run submitted with a tenant's token. A table of the gateway's own, beside
 # the run index the orchestrator writes, so the runtime knows nothing of tenants.
@@ -138,6 +140,17 @@ class GatewayState:
         tenant: str | None = await self.pool.fetchval(
             "SELECT tenant FROM gateway_run_tenants WHERE run_id = $1", run_id)
         return tenant
+
+
+async def visible_run(request: Request, state: GatewayState) -> RunSummary:
+    """The run of the path's ``run_id``, if the request's token may see it; another tenant's
+    run is "not found", as one that does not exist."""
+    run_id: str = request.path_params["run_id"]
+    tenant = tenant_of(request)
+    summary = await state.client.journal.get_run(run_id) if storable(run_id) else None
+    if summary is None or (tenant is not None and await state.owner(run_id) != tenant):
+        raise not_found(f"no run with id '{run_id}'")
+    return summary
 
 
 def gateway_state(request: Request) -> GatewayState:
