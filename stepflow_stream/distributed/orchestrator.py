@@ -37,7 +37,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from stepflow_stream.config.model import Config
 from stepflow_stream.core.events import (
@@ -67,7 +66,7 @@ from stepflow_stream.journal.postgres import (
 from stepflow_stream.journal.snapshots import Snapshot, decode_state, snapshot_of
 from stepflow_stream.kafka.command_codec import decode_command
 from stepflow_stream.kafka.journal_reader import read_partition
-from stepflow_stream.kafka.records import partition_for, run_key
+from stepflow_stream.kafka.records import key_partition, partition_for, run_key
 
 __all__ = ["CatchUpReport", "Orchestrator"]
 
@@ -103,11 +102,17 @@ class CatchUpReport:
 class _Run:
     state: RunState
     plan: RunPlan | None
+    snapshotted: bool = False
+    """A snapshot of the run, not terminal, is (or is about to be) stored: its end must replace
+    it, or catching up would take the run for unfinished. A run that ends between checkpoints
+    (most do) never gets a snapshot at all."""
 
 
 @dataclass(slots=True)
 class _Batch:
     events: list[Event] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    """``encode_event`` of each event, made once for the journal topic and the projection."""
     tasks: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
     finished: list[str] = field(default_factory=list)
@@ -324,14 +329,17 @@ class _PartitionOwner:
         batch.events.extend(events)
         self.dirty.add(state.run_id)
         for event in events:
+            body = encode_event(event)
+            batch.bodies.append(body)
             if type(event) is StepStarted:
                 if state.secrets and run.plan is not None:
-                    event = dataclasses.replace(
+                    # The journal has the redacted input; the task needs the real one.
+                    body = encode_event(dataclasses.replace(
                         event, input=task_input(run.plan, state, event.step_id)
-                    )
+                    ))
                 topic = self.options.topics.tasks(event.plugin)
                 key = state.run_id if event.affinity is None else event.affinity
-                batch.tasks.append((topic, run_key(key), encode_event(event)))
+                batch.tasks.append((topic, run_key(key), body))
         if state.terminal:
             batch.finished.append(state.run_id)
 
@@ -386,11 +394,12 @@ class _PartitionOwner:
         them: one producer, one partition); returns what resolves to the journal's last offset
         once the broker has them all."""
         producer = self.producer
-        journal = [(run_key(event.run_id), encode_event(event)) for event in batch.events]
+        journal = [(run_key(event.run_id), body)
+                   for event, body in zip(batch.events, batch.bodies, strict=True)]
         last = await _send_batched(producer, self.journal_topic, self.partition, journal)
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
         for topic, key, value in batch.tasks:
-            partition = _key_partition(key, self.options.task_partitions)
+            partition = key_partition(key, self.options.task_partitions)
             by_partition.setdefault((topic, partition), []).append((key, value))
         others = [await _send_batched(producer, topic, partition, records)
                   for (topic, partition), records in by_partition.items()]
@@ -414,7 +423,8 @@ class _PartitionOwner:
         for run_id in batch.finished:
             run = self.runs.pop(run_id, None)
             if run is not None:
-                snapshots.append(snapshot_of(run.state))
+                if run.snapshotted:
+                    snapshots.append(snapshot_of(run.state))
                 self.dirty.discard(run_id)
                 self._remember_finished(run_id)
         self.events_since_checkpoint += len(batch.events)
@@ -422,12 +432,18 @@ class _PartitionOwner:
         due = (self.events_since_checkpoint >= self.options.checkpoint_every
                or time.monotonic() - self.last_checkpoint >= self.options.checkpoint_interval_s)
         if due:
-            snapshots.extend(snapshot_of(self.runs[r].state) for r in self.dirty if r in self.runs)
+            for run_id in self.dirty:
+                run = self.runs.get(run_id)
+                if run is not None:
+                    snapshots.append(snapshot_of(run.state))
+                    run.snapshotted = True
             self.dirty.clear()
             checkpoint = self.next_offset
             self.events_since_checkpoint = 0
             self.last_checkpoint = time.monotonic()
-        self.projection.put_nowait(_Projection(batch.events, snapshots, batch.finished, checkpoint))
+        self.projection.put_nowait(_Projection(
+            list(zip(batch.events, batch.bodies, strict=True)), snapshots, batch.finished,
+            checkpoint))
 
     def _remember_finished(self, run_id: str) -> None:
         self.finished[run_id] = None
@@ -444,6 +460,7 @@ class _PartitionOwner:
         snapshots = [s for s in await orchestrator.snapshots.unfinished()
                      if partition_for(s.run_id, partitions) == self.partition]
         states = {s.run_id: decode_state(s.state) for s in snapshots}
+        snapshotted = set(states)
         read = applied = 0
         events: list[Event] = []
         advanced: set[str] = set()
@@ -486,7 +503,7 @@ class _PartitionOwner:
                 continue
             plan = await orchestrator.plan(state.flow_id or "")
             state.secrets = orchestrator.secrets(plan)
-            run = self.runs[run_id] = _Run(state, plan)
+            run = self.runs[run_id] = _Run(state, plan, snapshotted=run_id in snapshotted)
             if plan is not None:
                 more = decide(plan, state, int(time.time() * 1000))
                 if more:
@@ -520,7 +537,7 @@ class _PartitionOwner:
                     break
                 items.append(more)
             try:
-                await orchestrator.journal.write([e for i in items for e in i.events])
+                await orchestrator.journal.write_encoded([e for i in items for e in i.events])
                 snapshots = [s for i in items for s in i.snapshots]
                 if snapshots:
                     await orchestrator.snapshots.save_many(snapshots)
@@ -567,13 +584,6 @@ async def _send_batched(
     return last_offset()
 
 
-def _key_partition(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives ``key``: tasks of one affinity key
-    land where a producer with default settings would put them."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
-
-
 class _Stats:
     """Logs, every ``_STATS_EVERY_S`` of activity, how many commands one transaction carried
     and how long it stayed open: what to look at when throughput or latency disappoints."""
@@ -615,7 +625,7 @@ class _OpenTransaction:
 
 @dataclass(frozen=True, slots=True)
 class _Projection:
-    events: list[Event]
+    events: list[tuple[Event, bytes]]
     snapshots: list[Snapshot]
     finished: list[str]
     checkpoint: int | None

@@ -28,7 +28,7 @@ from stepflow_stream.errors import ComponentError, ErrorCode, FlowError, Journal
 from stepflow_stream.journal.codec import decode_event
 from stepflow_stream.journal.memory import MemoryJournal
 from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase
-from stepflow_stream.kafka.records import command_record
+from stepflow_stream.kafka.records import command_record, key_partition
 from stepflow_stream.runtime.embedded import EmbeddedOptions, EmbeddedRuntime, call_plugin
 from stepflow_stream.runtime.task_context import BlobTaskContext
 
@@ -82,7 +82,9 @@ class TaskWorker:
             raise JournalError(f"a task record holds a {type(event).__name__}, not a StepStarted")
         result = await self._result(event)
         key, encoded = command_record(result)
-        await (await self.producer.send(self.commands_topic, encoded, key=key))
+        partition = key_partition(key, self.options.partitions)
+        await (await self.producer.send(self.commands_topic, encoded, key=key,
+                                        partition=partition))
         self.executed += 1
 
     async def _result(self, event: StepStarted) -> TaskResult:
@@ -93,9 +95,9 @@ class TaskWorker:
                 f"worker of class '{self.component_class}' has no plugin '{event.plugin}'"))
         context = _WorkerContext(self, event)
         try:
-            return await asyncio.wait_for(
-                call_plugin(plugin, event, context), self.settings.timeout_s
-            )
+            # asyncio.timeout, not wait_for: no task of its own for every call.
+            async with asyncio.timeout(self.settings.timeout_s):
+                return await call_plugin(plugin, event, context)
         except TimeoutError:
             message = (f"step '{event.step_id}' ({event.component}) did not finish within "
                        f"{self.settings.timeout_s:g} s")

@@ -5,28 +5,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
-from stepflow_stream.core.events import Event
+Item = TypeVar("Item")
 
-Commit = Callable[[list[Event]], Awaitable[None]]
-"""Stores a batch of events durably, in one transaction."""
+Commit = Callable[[list[Item]], Awaitable[None]]
+"""Stores a batch of items (events, or events with their encoding) durably, in one
+transaction."""
 
 
-class GroupCommit:
+class GroupCommit(Generic[Item]):
     """Batches ``write`` calls into sequential commits, in call order."""
 
-    def __init__(self, commit: Commit) -> None:
+    def __init__(self, commit: Commit[Item]) -> None:
         self._commit = commit
-        self._pending: list[Event] = []
+        self._pending: list[Item] = []
         self._pending_done: asyncio.Future[None] | None = None
         self._flusher: asyncio.Task[None] | None = None
 
-    def write(self, events: Sequence[Event]) -> Awaitable[None]:
-        """Queue ``events`` for the next commit; the awaitable completes once it is done."""
+    def write(self, items: Sequence[Item]) -> Awaitable[None]:
+        """Queue ``items`` for the next commit; the awaitable completes once it is done."""
         loop = asyncio.get_running_loop()
         if self._pending_done is None:
             self._pending_done = loop.create_future()
-        self._pending.extend(events)
+        self._pending.extend(items)
         if self._flusher is None:
             self._flusher = loop.create_task(self._flush())
         # Writers share one commit; shielding keeps one cancelled waiter from cancelling it
@@ -41,10 +43,10 @@ class GroupCommit:
     async def _flush(self) -> None:
         try:
             while self._pending_done is not None:
-                events, done = self._pending, self._pending_done
+                items, done = self._pending, self._pending_done
                 self._pending, self._pending_done = [], None
                 try:
-                    await self._commit(events)
+                    await self._commit(items)
                 except BaseException as exc:
                     if not done.done():
                         done.set_exception(exc)

@@ -118,14 +118,22 @@ class PostgresJournal(Journal):
 
     def __init__(self, database: PostgresDatabase) -> None:
         self._pool = database.pool
-        self._group = GroupCommit(self._commit)
+        self._group: GroupCommit[tuple[Event, bytes | None]] = GroupCommit(self._commit)
 
     def write(self, events: Sequence[Event]) -> Awaitable[None]:
+        return self._group.write([(event, None) for event in events])
+
+    def write_encoded(self, events: Sequence[tuple[Event, bytes]]) -> Awaitable[None]:
+        """:meth:`write` for events whose :func:`encode_event` the caller has already (for
+        Kafka): an event is encoded once however many places it goes."""
         return self._group.write(events)
 
-    async def _commit(self, events: list[Event]) -> None:
-        rows = [(e.run_id, e.seq, type(e).__name__, e.timestamp, encode_event(e))
-                for e in events]
+    async def _commit(self, items: list[tuple[Event, bytes | None]]) -> None:
+        # Encoding here, not in write(): an event that cannot be encoded fails its commit (and
+        # its writers), as any other error of the commit would.
+        rows = [(e.run_id, e.seq, type(e).__name__, e.timestamp,
+                 encode_event(e) if body is None else body) for e, body in items]
+        events = [e for e, _ in items]
         async with self._pool.acquire() as connection, connection.transaction():
             inserted = await connection.fetch(_INSERT_EVENTS, *_columns(rows, 5))
             created, finished = _run_rows(_stored(events, {(r[0], r[1]) for r in inserted}))

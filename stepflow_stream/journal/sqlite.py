@@ -122,7 +122,7 @@ class SQLiteJournal(Journal):
 
     def __init__(self, database: SQLiteDatabase) -> None:
         self._db = database
-        self._group = GroupCommit(self._commit)
+        self._group: GroupCommit[Event] = GroupCommit(self._commit)
 
     def write(self, events: Sequence[Event]) -> Awaitable[None]:
         return self._group.write(events)

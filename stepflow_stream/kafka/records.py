@@ -8,6 +8,8 @@ reader finds a run's records where any producer with default settings put them.
 
 from __future__ import annotations
 
+import functools
+
 from aiokafka.partitioner import murmur2
 
 from stepflow_stream.core.events import Command, Event
@@ -17,6 +19,7 @@ from stepflow_stream.kafka.command_codec import encode_command
 __all__ = [
     "command_record",
     "journal_record",
+    "key_partition",
     "partition_for",
     "run_id_of",
     "run_key",
@@ -44,7 +47,14 @@ def command_record(command: Command) -> tuple[bytes, bytes]:
 
 
 def partition_for(run_id: str, partitions: int) -> int:
-    """The partition of ``run_id``'s records in a topic of ``partitions`` partitions: murmur2 of
-    the key, made positive, modulo the count, as the Java client and aiokafka compute it."""
-    hashed: int = murmur2(run_key(run_id))
+    """The partition of ``run_id``'s records in a topic of ``partitions`` partitions."""
+    return key_partition(run_key(run_id), partitions)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives a record keyed ``key``: murmur2 of the
+    key, made positive, modulo the count, as the Java client and aiokafka compute it. Cached:
+    the pure-Python murmur2 costs microseconds, and a run's key is looked up once per step."""
+    hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions

@@ -159,6 +159,31 @@ async def _steps_completed(options: DistributedOptions, batch_id: str) -> int:
         await connection.close()
 
 
+async def _snapshot_statuses(options: DistributedOptions, batch_id: str) -> Counter[str]:
+    connection = await asyncpg.connect(options.database_url)
+    try:
+        rows = await connection.fetch(
+            "SELECT status, count(*) FROM run_snapshots WHERE run_id LIKE $1 GROUP BY status",
+            f"{batch_id}-%",
+        )
+        return Counter({row[0]: row[1] for row in rows})
+    finally:
+        await connection.close()
+
+
+async def _wait_no_unfinished_snapshots(options: DistributedOptions,
+                                        batch_id: str) -> Counter[str]:
+    """The batch's snapshot statuses once none says unfinished (the projection writes a run's
+    final snapshot just after its result): a run snapshotted at a checkpoint and then ended
+    must not look unfinished to the next catch-up."""
+    deadline = time.monotonic() + 30
+    while True:
+        statuses = await _snapshot_statuses(options, batch_id)
+        if not statuses["pending"] + statuses["running"] or time.monotonic() > deadline:
+            return statuses
+        await asyncio.sleep(0.2)
+
+
 async def _wait_steps_completed(options: DistributedOptions, batch_id: str, count: int,
                                 timeout_s: float, cluster: AgentsCluster) -> int:
     deadline = time.monotonic() + timeout_s
@@ -224,6 +249,10 @@ async def _crash_during_batch(cluster: AgentsCluster, kill, restart) -> tuple[  
         completed = Counter(e.step_id for e in events if isinstance(e, StepCompleted))
         assert completed == {f"s{i}": 1 for i in range(1, 6)}, (run_id, completed)
         assert fold(run_id, events).result == results[int(run_id.rsplit("-", 1)[1])]
+    statuses = await _wait_no_unfinished_snapshots(options, batch_id)
+    assert statuses["pending"] + statuses["running"] == 0, statuses
+    # Checkpoints came while runs were under way, so some runs were snapshotted unfinished.
+    assert statuses["completed"] > 0, statuses
     return options, ours
 
 

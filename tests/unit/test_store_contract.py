@@ -42,7 +42,7 @@ from stepflow_stream.core.state import RunStatus
 from stepflow_stream.errors import JournalError
 from stepflow_stream.journal._postgres_migrations import MIGRATIONS, migrate
 from stepflow_stream.journal.base import BlobStore, Journal, RunSummary
-from stepflow_stream.journal.codec import decode_event
+from stepflow_stream.journal.codec import decode_event, encode_event
 from stepflow_stream.journal.memory import MemoryBlobStore, MemoryJournal
 from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase, PostgresJournal
 from stepflow_stream.journal.sqlite import SQLiteBlobStore, SQLiteDatabase, SQLiteJournal
@@ -681,6 +681,24 @@ class TestPostgresTables:
             assert run["status"] == "completed"
             assert json.loads(run["result"]) == expected_result("completed").to_json()
         finally:
+            await database.close()
+
+    async def test_events_written_encoded_are_stored_with_the_given_bytes(
+        self, postgres_schema_url: str
+    ) -> None:
+        database = await PostgresDatabase.connect(postgres_schema_url)
+        journal = PostgresJournal(database)
+        try:
+            events = timeline("run-1")
+            bodies = [encode_event(e) for e in events]
+            await journal.write_encoded(list(zip(events, bodies, strict=True)))
+            rows = await database.pool.fetch("SELECT body FROM journal ORDER BY seq")
+            assert [bytes(r["body"]) for r in rows] == bodies
+            assert await journal.read("run-1") == events
+            summary = await journal.get_run("run-1")
+            assert summary is not None and summary.status is RunStatus.COMPLETED
+        finally:
+            await journal.close()
             await database.close()
 
     async def test_a_batch_that_cannot_be_encoded_fails_and_later_writes_go_on(
