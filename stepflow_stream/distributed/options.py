@@ -55,10 +55,13 @@ class DistributedOptions:
     transaction_max_s: float = 0.05
     """How long a journal transaction may stay open while no run in it has ended. Workers see
     tasks before their transaction commits; clients and catch-up see events only after it."""
-    checkpoint_every: int = 1000
+    checkpoint_every: int = 20_000
     """Events appended to a journal partition between two checkpoints (snapshots of the
-    partition's changed runs plus the journal offset they cover)."""
-    checkpoint_interval_s: float = 1.0
+    partition's changed runs plus the journal offset they cover). Catching up reads at most
+    about this many events; each checkpoint costs a snapshot of every run changed since the
+    last one, so checkpointing often costs throughput (runs shorter than the interval mostly
+    end without a snapshot)."""
+    checkpoint_interval_s: float = 5.0
     """At most this long between checkpoints of a partition that has new events."""
     agent_driver: str = "faust"
     """What feeds the agents records: ``faust`` (Faust agents) or ``direct`` (plain aiokafka
@@ -101,8 +104,8 @@ def distributed_options(config: Config) -> DistributedOptions:
         task_partitions=reader.count("taskPartitions", 4),
         replication_factor=reader.count("replicationFactor", 1),
         transaction_max_s=reader.milliseconds("transactionMaxMs", 50) / 1000,
-        checkpoint_every=reader.count("checkpointEvery", 1000),
-        checkpoint_interval_s=reader.seconds("checkpointIntervalSeconds", 1.0),
+        checkpoint_every=reader.count("checkpointEvery", 20_000),
+        checkpoint_interval_s=reader.seconds("checkpointIntervalSeconds", 5.0),
         session_timeout_s=reader.seconds("sessionTimeoutSeconds", 10.0),
         agent_driver=reader.choice("agentDriver", ("faust", "direct"), "faust"),
         workers=reader.workers(set(config.plugins)),

@@ -64,6 +64,7 @@ from stepflow_stream.journal.postgres import (
     PostgresSnapshotStore,
 )
 from stepflow_stream.journal.snapshots import Snapshot, decode_state, snapshot_of
+from stepflow_stream.kafka.batches import send_batched
 from stepflow_stream.kafka.command_codec import decode_command
 from stepflow_stream.kafka.journal_reader import read_partition
 from stepflow_stream.kafka.records import key_partition, partition_for, run_key
@@ -396,12 +397,12 @@ class _PartitionOwner:
         producer = self.producer
         journal = [(run_key(event.run_id), body)
                    for event, body in zip(batch.events, batch.bodies, strict=True)]
-        last = await _send_batched(producer, self.journal_topic, self.partition, journal)
+        last = await send_batched(producer, self.journal_topic, self.partition, journal)
         by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
         for topic, key, value in batch.tasks:
             partition = key_partition(key, self.options.task_partitions)
             by_partition.setdefault((topic, partition), []).append((key, value))
-        others = [await _send_batched(producer, topic, partition, records)
+        others = [await send_batched(producer, topic, partition, records)
                   for (topic, partition), records in by_partition.items()]
 
         async def delivered() -> int:
@@ -552,36 +553,6 @@ class _PartitionOwner:
                 log.critical("partition %d: projection failed: %r", self.partition, exc)
                 orchestrator.on_fatal(exc)
                 return
-
-
-async def _send_batched(
-    producer: AIOKafkaProducer, topic: str, partition: int, records: list[tuple[bytes, bytes]]
-) -> Awaitable[int]:
-    """Queue ``records`` for one partition in as few record batches as fit, which costs a
-    fraction of a ``send`` per record; returns what resolves to the last record's offset."""
-    batches = []
-    builder = producer.create_batch()
-    for key, value in records:
-        if builder.append(key=key, value=value, timestamp=None) is None:
-            batches.append(builder)
-            builder = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
-    batches.append(builder)
-    deliveries = []
-    for full in batches:
-        count: int = full.record_count()
-        delivery = await producer.send_batch(full, topic, partition=partition)
-        deliveries.append((delivery, count))
-
-    async def last_offset() -> int:
-        delivery, count = deliveries[-1]
-        metadata = await delivery
-        await asyncio.gather(*(d for d, _ in deliveries))
-        base: int = metadata.offset
-        return base + count - 1
-
-    return last_offset()
 
 
 class _Stats:

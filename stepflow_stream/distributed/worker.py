@@ -28,7 +28,8 @@ from stepflow_stream.errors import ComponentError, ErrorCode, FlowError, Journal
 from stepflow_stream.journal.codec import decode_event
 from stepflow_stream.journal.memory import MemoryJournal
 from stepflow_stream.journal.postgres import PostgresBlobStore, PostgresDatabase
-from stepflow_stream.kafka.records import command_record, key_partition
+from stepflow_stream.kafka.batches import BatchingSender
+from stepflow_stream.kafka.records import command_record
 from stepflow_stream.runtime.embedded import EmbeddedOptions, EmbeddedRuntime, call_plugin
 from stepflow_stream.runtime.task_context import BlobTaskContext
 
@@ -64,7 +65,7 @@ class TaskWorker:
         self.producer = AIOKafkaProducer(
             bootstrap_servers=options.bootstrap_servers, enable_idempotence=True, linger_ms=0
         )
-        self.commands_topic = options.topics.commands
+        self.results = BatchingSender(self.producer, options.topics.commands, options.partitions)
         self.executed = 0
 
     async def start(self) -> None:
@@ -72,6 +73,7 @@ class TaskWorker:
         await self.producer.start()
 
     async def stop(self) -> None:
+        await self.results.drain()
         await self.producer.stop()
         await self.runtime.stop()
 
@@ -81,10 +83,7 @@ class TaskWorker:
         if not isinstance(event, StepStarted):
             raise JournalError(f"a task record holds a {type(event).__name__}, not a StepStarted")
         result = await self._result(event)
-        key, encoded = command_record(result)
-        partition = key_partition(key, self.options.partitions)
-        await (await self.producer.send(self.commands_topic, encoded, key=key,
-                                        partition=partition))
+        await self.results.send(*command_record(result))
         self.executed += 1
 
     async def _result(self, event: StepStarted) -> TaskResult:
