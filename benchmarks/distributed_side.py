@@ -191,15 +191,28 @@ async def _measure(config_path: Path, items: int, runs: int) -> dict[str, Any]:
     }
 
 
-async def _drop_schema(url: str, config_path: Path) -> None:
+async def _drop_deployment(env: dict[str, str], config_path: Path) -> None:
+    """Drop the deployment's database schema and delete its topics: a broker that keeps every
+    benchmark's topics gets slower for the next one."""
     import asyncpg
+    from aiokafka.admin import AIOKafkaAdminClient
 
-    schema = json.loads(config_path.read_text())["stateStore"]["databaseUrl"].split("=")[-1]
-    connection = await asyncpg.connect(url)
+    settings = json.loads(config_path.read_text())
+    schema = settings["stateStore"]["databaseUrl"].split("=")[-1]
+    connection = await asyncpg.connect(env["STEPFLOW_POSTGRES_URL"])
     try:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await connection.close()
+    prefix = settings["runtime"]["topicPrefix"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=env["STEPFLOW_KAFKA_BOOTSTRAP"])
+    await admin.start()
+    try:
+        ours = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if ours:
+            await admin.delete_topics(ours)
+    finally:
+        await admin.close()
 
 
 def _measure_driver(driver: str, env: dict[str, str], items: int, runs: int) -> dict[str, Any]:
@@ -211,7 +224,7 @@ def _measure_driver(driver: str, env: dict[str, str], items: int, runs: int) -> 
             figures = asyncio.run(_measure(config, items, runs))
         finally:
             _stop_agents(agents)
-            asyncio.run(_drop_schema(env["STEPFLOW_POSTGRES_URL"], config))
+            asyncio.run(_drop_deployment(env, config))
     figures["label"] = f"{driver} driver, {PARTITIONS} partitions"
     return figures
 

@@ -8,8 +8,13 @@ Each round produces ``--records`` records to the input topic while the ingest ru
 measures from the first record produced to the last result read (``read_committed``) from the
 output topic: records/s of the round. The figure is the median of ``--rounds`` rounds.
 
-Prints one JSON object: ``{"direct": {...}, "faust": {...}}`` with, per driver,
-``records_per_s`` (the median), ``rounds`` (each round's figure) and ``records``.
+The baseline, ``client``, is the same cluster (a deployment of its own, the same agents)
+running the same runs without the ingest: each round submits ``--records`` runs of the flow
+with ``DistributedClient.submit_many`` and ends when the run index has them all finished. The
+ratio of an ingest driver's figure to it is what the ingest costs on top of the runs.
+
+Prints one JSON object: ``{"client": {...}, "direct": {...}, "faust": {...}}`` with, per
+measure, ``records_per_s`` (the median), ``rounds`` (each round's figure) and ``records``.
 """
 
 from __future__ import annotations
@@ -30,7 +35,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from benchmarks.distributed_side import _drop_schema, _start_agents, _stop_agents, _write_config
+from benchmarks.distributed_side import _drop_deployment, _start_agents, _stop_agents, _write_config
+from stepflow_stream.config import load_config
+from stepflow_stream.core.flow import parse_flow_text
+from stepflow_stream.distributed.client import DistributedClient
+from stepflow_stream.distributed.options import distributed_options
 
 _READY = "[^Worker]: Ready"
 FLOW = """\
@@ -122,6 +131,40 @@ async def _round(producer: AIOKafkaProducer, consumer: AIOKafkaConsumer, topic: 
             raise SystemExit(f"only {seen} of {records} results after 300 s")
 
 
+async def _client_rounds(config_path: Path, records: int, rounds: int) -> list[float]:
+    config = load_config(config_path, os.environ)
+    flow = parse_flow_text(FLOW, "three_noops.yaml")
+    figures = []
+    async with DistributedClient(distributed_options(config), config) as client:
+        assert client.database is not None
+        for number in range(rounds + 1):  # the first is a warm-up, as in the ingest rounds
+            count = 200 if number == 0 else records
+            batch_id = f"client-{number}"
+            started = time.perf_counter()
+            await client.submit_many(flow, [{"n": i} for i in range(count)], batch_id=batch_id)
+            while await client.database.pool.fetchval(
+                "SELECT count(*) FROM runs WHERE batch_id = $1 "
+                "AND status NOT IN ('pending', 'running')", batch_id,
+            ) < count:
+                await asyncio.sleep(0.02)
+            if number:
+                figures.append(count / (time.perf_counter() - started))
+    return figures
+
+
+def _measure_client(env: dict[str, str], records: int, rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="stepflow-bench-ingest-") as work:
+        root = Path(work)
+        config = _write_config(root, env)
+        agents = _start_agents(root, config, "direct")
+        try:
+            figures = asyncio.run(_client_rounds(config, records, rounds))
+        finally:
+            _stop_agents(agents)
+            asyncio.run(_drop_deployment(env, config))
+    return {"records_per_s": statistics.median(figures), "rounds": figures, "records": records}
+
+
 def _measure_driver(driver: str, env: dict[str, str], records: int, rounds: int,
                     partitions: int, max_in_flight: int) -> dict[str, Any]:
     bootstrap = env["STEPFLOW_KAFKA_BOOTSTRAP"]
@@ -141,7 +184,7 @@ def _measure_driver(driver: str, env: dict[str, str], records: int, rounds: int,
             if ingest is not None:
                 _stop(ingest)
             _stop_agents(agents)
-            asyncio.run(_drop_schema(env["STEPFLOW_POSTGRES_URL"], config))
+            asyncio.run(_drop_deployment(env, config))
     return {"records_per_s": statistics.median(figures), "rounds": figures,
             "records": records, "partitions": partitions, "max_in_flight": max_in_flight}
 
@@ -154,9 +197,14 @@ def main() -> int:
     parser.add_argument("--max-in-flight", type=int, default=1000)
     parser.add_argument("--drivers", default="direct,faust",
                         help="comma-separated ingest drivers: direct, faust")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the client baseline")
     args = parser.parse_args()
     env = dict(os.environ)
-    figures = {driver: _measure_driver(driver, env, args.records, args.rounds,
+    figures: dict[str, dict[str, Any]] = {}
+    if not args.no_baseline:
+        figures["client"] = _measure_client(env, args.records, args.rounds)
+    figures |= {driver: _measure_driver(driver, env, args.records, args.rounds,
                                        args.partitions, args.max_in_flight)
                for driver in (d.strip() for d in args.drivers.split(",")) if driver}
     print(json.dumps(figures))

@@ -45,7 +45,7 @@ import uvloop
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from starlette.applications import Starlette
 
-from benchmarks.distributed_side import _drop_schema, _start_agents, _stop_agents, _write_config
+from benchmarks.distributed_side import _drop_deployment, _start_agents, _stop_agents, _write_config
 from stepflow_stream.config import load_config
 from stepflow_stream.core.flow import parse_flow_text
 from stepflow_stream.distributed.client import DistributedClient
@@ -395,7 +395,7 @@ def main() -> int:
                                            args.subscribers, args.processes, args.profile))
         finally:
             _stop_agents(agents)
-            asyncio.run(_drop_schema(env["STEPFLOW_POSTGRES_URL"], config))
+            asyncio.run(_drop_deployment(env, config))
     print(json.dumps(figures))
     return 0
 
