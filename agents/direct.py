@@ -135,7 +135,7 @@ async def _orchestrate(options: DistributedOptions, config: Config,
                 for record in records:
                     progress.started(tp, record.offset)
 
-                    async def ack(tp: TopicPartition = tp, offset: int = record.offset) -> None:
+                    def ack(tp: TopicPartition = tp, offset: int = record.offset) -> None:
                         progress.done(tp, offset)
 
                     assert record.value is not None

@@ -70,7 +70,13 @@ __all__ = [
 log = logging.getLogger("stepflow_stream.ingest")
 
 _POLL_S = 1.0
-"""How often every awaited run is looked up even without a notification."""
+"""How often the awaited runs are swept for those due a lookup without a notification."""
+_FIRST_LOOKUP_S = 2.0
+"""How long after it is awaited a run is first looked up without a notification: a run that
+ended before its record was taken again (after a restart) gets none, nor does one whose
+notification was missed. Runs that end sooner cost no lookup but the notified one."""
+_MAX_LOOKUP_S = 10.0
+"""The longest wait between two lookups of a run that has not ended (the waits double)."""
 _STATS_EVERY_S = 5.0
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -492,13 +498,22 @@ class _Lane:
         return self.partition % len(partitions)
 
 
+@dataclass(slots=True)
+class _Awaited:
+    settle: Callable[[FlowResult], None]
+    next_lookup: float
+    wait: float = _FIRST_LOOKUP_S
+
+
 class _Results:
     """Waits for runs to end: a LISTEN on the channel the orchestrator announces finished runs
-    on, and lookups in the run index of every awaited run in batches."""
+    on, with a lookup in the run index for each notified run; a run not notified is looked up
+    anyway, ``_FIRST_LOOKUP_S`` after it is awaited and then less and less often. (Looking up
+    every awaited run every second cost the database more than the projection of the runs.)"""
 
     def __init__(self, client: DistributedClient) -> None:
         self.client = client
-        self.awaited: dict[str, Callable[[FlowResult], None]] = {}
+        self.awaited: dict[str, _Awaited] = {}
         self.to_check: set[str] = set()
         self.due = asyncio.Event()
         self.listener: Any = None
@@ -512,7 +527,7 @@ class _Results:
             await self.listener.close()
 
     def watch(self, run_id: str, settle: Callable[[FlowResult], None]) -> None:
-        self.awaited[run_id] = settle
+        self.awaited[run_id] = _Awaited(settle, time.monotonic() + _FIRST_LOOKUP_S)
 
     def forget(self, run_ids: Iterable[str]) -> None:
         for run_id in run_ids:
@@ -525,28 +540,41 @@ class _Results:
 
     async def run(self, fatal: Callable[[BaseException], None]) -> None:
         try:
-            last_poll = time.monotonic()
+            last_sweep = time.monotonic()
             while True:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.due.wait(), _POLL_S)
                 self.due.clear()
-                if time.monotonic() - last_poll >= _POLL_S:
-                    last_poll = time.monotonic()
-                    run_ids = list(self.awaited)
-                else:
-                    run_ids = [r for r in self.to_check if r in self.awaited]
+                run_ids = [r for r in self.to_check if r in self.awaited]
                 self.to_check.clear()
+                now = time.monotonic()
+                if now - last_sweep >= _POLL_S:
+                    last_sweep = now
+                    run_ids.extend(self._due(now))
                 if run_ids:
                     try:
                         await self._look_up(run_ids)
                     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                        # The next poll looks every awaited run up again.
                         log.warning("ingest: looking up run results failed: %r", exc)
+                        for run_id in run_ids:  # again at the next sweep
+                            awaited = self.awaited.get(run_id)
+                            if awaited is not None:
+                                awaited.next_lookup = now
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             fatal(exc)
             raise
+
+    def _due(self, now: float) -> list[str]:
+        """The awaited runs due a lookup without a notification; their next one is later."""
+        due = []
+        for run_id, awaited in self.awaited.items():
+            if awaited.next_lookup <= now:
+                due.append(run_id)
+                awaited.wait = min(awaited.wait * 2, _MAX_LOOKUP_S)
+                awaited.next_lookup = now + awaited.wait
+        return due
 
     async def _look_up(self, run_ids: list[str]) -> None:
         database = self.client.database
@@ -555,9 +583,9 @@ class _Results:
             "SELECT run_id, result FROM runs WHERE run_id = ANY($1::text[]) "
             "AND result IS NOT NULL", run_ids)
         for row in rows:
-            settle = self.awaited.pop(row["run_id"], None)
-            if settle is not None:
-                settle(FlowResult.from_json(_decoder.decode(row["result"])))
+            awaited = self.awaited.pop(row["run_id"], None)
+            if awaited is not None:
+                awaited.settle(FlowResult.from_json(_decoder.decode(row["result"])))
 
 
 @dataclass(slots=True)

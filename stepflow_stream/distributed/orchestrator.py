@@ -73,8 +73,9 @@ __all__ = ["CatchUpReport", "Orchestrator"]
 
 log = logging.getLogger("stepflow_stream.orchestrator")
 
-Ack = Callable[[], Awaitable[object]]
-"""Marks one command's offset as committable."""
+Ack = Callable[[], Awaitable[object] | None]
+"""Marks one command's offset as committable; what it returns, if anything, is awaited (a
+synchronous ack saves a task per command)."""
 
 _TERMINAL = (RunCompleted, RunFailed, RunCancelled)
 _FINISHED_KEPT = 100_000
@@ -356,7 +357,7 @@ class _PartitionOwner:
     async def _append(self, batch: _Batch) -> None:
         if self.open is None:
             if not batch.events:
-                await asyncio.gather(*(ack() for ack in batch.acks))
+                await _acknowledge(batch.acks)
                 return
             await self.producer.begin_transaction()
             self.open = _OpenTransaction(time.monotonic())
@@ -384,7 +385,7 @@ class _PartitionOwner:
         self.next_offset = await open.last_offset + 1
         commands = events = 0
         for batch in open.batches:
-            await asyncio.gather(*(ack() for ack in batch.acks))
+            await _acknowledge(batch.acks)
             self._after_commit(batch)
             commands += len(batch.acks)
             events += len(batch.events)
@@ -553,6 +554,12 @@ class _PartitionOwner:
                 log.critical("partition %d: projection failed: %r", self.partition, exc)
                 orchestrator.on_fatal(exc)
                 return
+
+
+async def _acknowledge(acks: list[Ack]) -> None:
+    pending = [awaitable for ack in acks if (awaitable := ack()) is not None]
+    if pending:
+        await asyncio.gather(*pending)
 
 
 class _Stats:
