@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import functools
 import importlib
 import json
@@ -37,7 +36,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,6 @@ from stepflow_stream.core.flow import parse_flow_text
 from stepflow_stream.distributed.client import DistributedClient
 from stepflow_stream.distributed.options import distributed_options
 from stepflow_stream.journal.codec import decode_event
-from stepflow_stream.journal.postgres import PostgresDatabase
 
 STEPS = 20
 _TIMESTAMP = re.compile(rb'"timestamp":(\d+)')
@@ -64,16 +61,8 @@ def app() -> Starlette:
     ``STEPFLOW_CONFIG``, from the module ``STEPFLOW_SSE_ROUTES`` names (``gateway.events``)."""
     options = distributed_options(load_config(Path(os.environ["STEPFLOW_CONFIG"]), os.environ))
     routes = importlib.import_module(os.environ.get("STEPFLOW_SSE_ROUTES", _ROUTES))
-    serving_events = routes.serving_events
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = await PostgresDatabase.connect(options.database_url)
-        async with serving_events(app.state, options, database):
-            yield
-        await database.close()
-
-    return Starlette(routes=routes.event_routes(), lifespan=lifespan)
+    events_app: Starlette = routes.events_app(options)
+    return events_app
 
 
 def _flow() -> Any:

@@ -21,15 +21,16 @@ import gc
 import json
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from gateway.api_errors import storable
@@ -42,7 +43,8 @@ from stepflow_stream.journal.codec import decode_event
 from stepflow_stream.journal.postgres import PostgresDatabase, PostgresJournal
 from stepflow_stream.kafka.records import run_id_of
 
-__all__ = ["TERMINAL_EVENTS", "EventStream", "JournalFeed", "event_routes", "serving_events",
+__all__ = ["TERMINAL_EVENTS", "EventStream", "JournalFeed", "event_routes", "events_app",
+           "serving_events",
            "visible_to"]
 
 log = logging.getLogger("stepflow_stream.gateway")
@@ -474,3 +476,20 @@ def event_routes(*, ping_s: float = _PING_S) -> list[Route]:
                            ping=int(ping_s) or 1, headers={"Cache-Control": "no-store"})
 
     return [Route("/api/v1/runs/{run_id}/events", run_events, methods=["GET"])]
+
+
+def events_app(options: DistributedOptions, *, ping_s: float = _PING_S,
+               extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
+    """An app of the event routes alone (and ``extra_routes``), with its own database pool:
+    what the SSE benchmark and the stream tests serve, without the rest of the gateway."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        database = await PostgresDatabase.connect(options.database_url)
+        try:
+            async with serving_events(app.state, options, database):
+                yield
+        finally:
+            await database.close()
+
+    return Starlette(routes=[*event_routes(ping_s=ping_s), *extra_routes], lifespan=lifespan)

@@ -13,7 +13,6 @@ live and the drop provably comes mid-run, without relying on timing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
 
-from gateway.events import event_routes, serving_events
+from gateway.events import events_app
 from stepflow_stream.cli.inspect import event_json
 from stepflow_stream.config import load_config
 from stepflow_stream.core.events import EVENT_TYPES, TERMINAL_EVENTS, Event
@@ -38,7 +37,6 @@ from stepflow_stream.core.flow import parse_flow_text
 from stepflow_stream.core.state import RunStatus
 from stepflow_stream.distributed.client import DistributedClient
 from stepflow_stream.distributed.options import DistributedOptions, distributed_options
-from stepflow_stream.journal.postgres import PostgresDatabase
 from stepflow_stream.sdk import ComponentServer
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -129,13 +127,6 @@ class Gateway:
 
 
 def _app(options: DistributedOptions) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = await PostgresDatabase.connect(options.database_url)
-        async with serving_events(app.state, options, database):
-            yield
-        await database.close()
-
     page = PAGE % {
         "types": json.dumps([kind.__name__ for kind in EVENT_TYPES]),
         "terminal": json.dumps([kind.__name__ for kind in TERMINAL_EVENTS]),
@@ -144,8 +135,7 @@ def _app(options: DistributedOptions) -> Starlette:
     async def page_html(request: Request) -> HTMLResponse:
         return HTMLResponse(page)
 
-    return Starlette(routes=[*event_routes(ping_s=1), Route("/page.html", page_html)],
-                     lifespan=lifespan)
+    return events_app(options, ping_s=1, extra_routes=[Route("/page.html", page_html)])
 
 
 @dataclass

@@ -4,10 +4,9 @@ live, in order, resumable with Last-Event-ID exactly once, and readable with ``c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -15,12 +14,11 @@ from agents_cluster import ORCHESTRATOR, AgentsCluster, serving
 from httpx_sse import aconnect_sse
 from starlette.applications import Starlette
 
-from gateway.events import event_routes, serving_events
+from gateway.events import events_app
 from stepflow_stream.config import load_config
 from stepflow_stream.core.flow import parse_flow_text
 from stepflow_stream.distributed.client import DistributedClient
 from stepflow_stream.distributed.options import DistributedOptions, distributed_options
-from stepflow_stream.journal.postgres import PostgresDatabase
 
 PLUGINS = {
     "plugins": {"builtin": {"type": "builtin"}},
@@ -41,14 +39,7 @@ output: {$step: e}
 
 
 def _app(options: DistributedOptions) -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        database = await PostgresDatabase.connect(options.database_url)
-        async with serving_events(app.state, options, database):
-            yield
-        await database.close()
-
-    return Starlette(routes=event_routes(ping_s=1), lifespan=lifespan)
+    return events_app(options, ping_s=1)
 
 
 @pytest.fixture
