@@ -9,8 +9,7 @@ reader finds a run's records where any producer with default settings put them.
 from __future__ import annotations
 
 import functools
-
-from aiokafka.partitioner import murmur2
+import struct
 
 from stepflow_stream.core.events import Command, Event
 from stepflow_stream.journal.codec import encode_event
@@ -20,6 +19,7 @@ __all__ = [
     "command_record",
     "journal_record",
     "key_partition",
+    "murmur2",
     "partition_for",
     "run_id_of",
     "run_key",
@@ -55,6 +55,33 @@ def partition_for(run_id: str, partitions: int) -> int:
 def key_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner gives a record keyed ``key``: murmur2 of the
     key, made positive, modulo the count, as the Java client and aiokafka compute it. Cached:
-    the pure-Python murmur2 costs microseconds, and a run's key is looked up once per step."""
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
+    murmur2 in Python costs microseconds, and a run's key is looked up once per step."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of ``data`` as an unsigned 32-bit int (what aiokafka's ``murmur2``
+    returns), about twice as fast: the 4-byte words are unpacked in one call."""
+    length = len(data)
+    h = (0x9747B28C ^ length) & _MASK
+    words = length >> 2
+    for k in struct.unpack_from(f"<{words}I", data):
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    tail = words << 2
+    extra = length & 3
+    if extra == 3:
+        h ^= data[tail + 2] << 16
+    if extra >= 2:
+        h ^= data[tail + 1] << 8
+    if extra >= 1:
+        h ^= data[tail]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from kafka_support import run_journal
 
 from stepflow_stream.core.events import CancelRun
@@ -12,6 +15,7 @@ from stepflow_stream.kafka.command_codec import decode_command
 from stepflow_stream.kafka.records import (
     command_record,
     journal_record,
+    murmur2,
     partition_for,
     run_id_of,
 )
@@ -45,6 +49,14 @@ def test_the_partition_is_java_murmur2_made_positive(run_id: str, java_hash: int
     # With 2**31 partitions the partition is the positive hash itself.
     assert partition_for(run_id, 2**31) == java_hash & 0x7FFFFFFF
     assert partition_for(run_id, 7) == (java_hash & 0x7FFFFFFF) % 7
+
+
+def test_murmur2_equals_aiokafkas_for_every_length_and_tail() -> None:
+    rng = random.Random(7)
+    for length in range(130):
+        for _ in range(8):
+            data = rng.randbytes(length)
+            assert murmur2(data) == aiokafka_murmur2(data), data
 
 
 async def test_partitioner_agrees_with_the_broker(
