@@ -63,6 +63,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
         yield Cluster(cli, agents.config_path, _run_id(submitted))
     finally:
         agents.stop()
+        agents.delete_topics()
 
 
 def test_replay_reads_the_postgres_journal(cluster: Cluster) -> None:

@@ -11,7 +11,8 @@ from agents_cluster import AgentsCluster
 def cluster_factory(
     tmp_path: Path, kafka_bootstrap: str, postgres_url: str
 ) -> Iterator[type[AgentsCluster]]:
-    """Make AgentsCluster instances bound to this test's services; all stop at the end."""
+    """Make AgentsCluster instances bound to this test's services; all stop at the end, and
+    their topics are deleted."""
     made: list[AgentsCluster] = []
 
     def make(**kwargs: object) -> AgentsCluster:
@@ -23,3 +24,4 @@ def cluster_factory(
     yield make  # type: ignore[misc]
     for cluster in made:
         cluster.stop()
+        cluster.delete_topics()

@@ -67,6 +67,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
         yield cluster
     finally:
         cluster.stop()
+        cluster.delete_topics()
         os.environ.pop(SECRET_ENV, None)
 
 

@@ -57,6 +57,7 @@ def config_path(tmp_path_factory: pytest.TempPathFactory, kafka_bootstrap: str,
         yield path
     finally:
         cluster.stop()
+        cluster.delete_topics()
 
 
 @pytest.fixture
