@@ -55,7 +55,7 @@ from stepflow_stream.core.state import RunState, apply
 from stepflow_stream.core.variables import resolve_variables
 from stepflow_stream.distributed.options import DistributedOptions
 from stepflow_stream.distributed.postgres_state import CheckpointStore, notify_finished
-from stepflow_stream.errors import StepflowError
+from stepflow_stream.errors import JournalError, StepflowError
 from stepflow_stream.journal.codec import encode_event
 from stepflow_stream.journal.postgres import (
     PostgresBlobStore,
@@ -293,10 +293,20 @@ class _PartitionOwner:
 
     async def _process(self, received: list[tuple[bytes, Ack]]) -> _Batch:
         batch = _Batch()
-        commands: list[Command] = [decode_command(value) for value, _ in received]
-        await self._adopt_new_runs(commands)
+        commands: list[tuple[Command, Ack]] = []
+        for value, ack in received:
+            try:
+                commands.append((decode_command(value), ack))
+            except JournalError as exc:
+                # Anyone may produce to the commands topic: a record that is no command is
+                # skipped (it stays on the topic), not retried forever by restart after restart.
+                log.error("partition %d: skipped a record of the commands topic that is not a "
+                          "command: %s (%d bytes, starting %s)", self.partition, exc,
+                          len(value), value[:24].hex())
+                batch.acks.append(ack)
+        await self._adopt_new_runs([command for command, _ in commands])
         now = int(time.time() * 1000)
-        for command, (_, ack) in zip(commands, received, strict=True):
+        for command, ack in commands:
             batch.acks.append(ack)
             run = self.runs.get(command.run_id)
             if run is None:

@@ -78,10 +78,19 @@ class TaskWorker:
         await self.runtime.stop()
 
     async def execute(self, value: bytes) -> None:
-        """Execute one task record and wait until its result is on the commands topic."""
-        event = decode_event(value)
+        """Execute one task record and wait until its result is on the commands topic. A
+        record that is no task is logged and skipped: it has no run to report to, and failing
+        on it would hold its partition's offsets back for good."""
+        try:
+            event = decode_event(value)
+        except JournalError as exc:
+            log.error("skipped a task record that is not an event: %s (%d bytes)", exc,
+                      len(value))
+            return
         if not isinstance(event, StepStarted):
-            raise JournalError(f"a task record holds a {type(event).__name__}, not a StepStarted")
+            log.error("skipped a task record that holds a %s, not a StepStarted (run %r)",
+                      type(event).__name__, event.run_id)
+            return
         result = await self._result(event)
         await self.results.send(*command_record(result))
         self.executed += 1

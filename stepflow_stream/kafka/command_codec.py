@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import msgspec
 from fastavro import parse_schema
+from fastavro.read import SchemaResolutionError
 
 from stepflow_stream.core.events import CancelRun, Command, ErrorInfo, SubmitRun, TaskResult
 from stepflow_stream.errors import JournalError
@@ -29,6 +30,7 @@ from stepflow_stream.journal.codec import (
     _read_schema_file,
     _record_codec,
     _RecordCodec,
+    _without_fields,
     frame_header,
     read_framed,
     read_header,
@@ -41,6 +43,7 @@ __all__ = [
     "COMMAND_SCHEMA_FINGERPRINT",
     "command_schema",
     "decode_command",
+    "earlier_command_schemas",
     "encode_command",
 ]
 
@@ -101,6 +104,29 @@ COMMAND_SCHEMA_FINGERPRINT = _fingerprint(_COMMAND_SCHEMA)
 """The fingerprint of the command Envelope schema, which :func:`encode_command` writes."""
 _HEADER = frame_header(COMMAND_SCHEMA_FINGERPRINT)
 
+_ADDED_FIELDS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("SubmitRun", "forked_from_step"), ("SubmitRun", "reused")),
+)
+"""Fields added to the command records since the first Envelope schema, one group per schema
+version, oldest first (fields are only ever appended, with a default). Commands written by an
+older client (a rolling upgrade, or a producer of the user's) are read with the schema they were
+written with and resolved to the current one."""
+
+
+def earlier_command_schemas() -> list[dict[str, Any]]:
+    """The command Envelope schemas before each addition, oldest first."""
+    return [
+        _without_fields(_COMMAND_SCHEMA,
+                        frozenset(field for group in _ADDED_FIELDS[since:] for field in group))
+        for since in range(len(_ADDED_FIELDS))
+    ]
+
+
+_writers: dict[bytes, Any] = {
+    _fingerprint(schema): parse_schema(copy.deepcopy(schema))
+    for schema in earlier_command_schemas()
+}
+
 _BY_CLASS: dict[type[Any], tuple[str, _RecordCodec]] = {
     SubmitRun: (f"{COMMAND_NAMESPACE}.SubmitRun", _record_codec(SubmitRun, skip=("run_id",))),
     TaskResult: (
@@ -133,18 +159,28 @@ def encode_command(command: Command) -> bytes:
 
 
 def decode_command(data: bytes) -> Command:
-    """The command in ``data``, which must have been written with the current schema."""
+    """The command in ``data``, written with the current schema or an earlier one."""
     schema_fingerprint = read_header(data, "command")
-    if schema_fingerprint != COMMAND_SCHEMA_FINGERPRINT:
+    if schema_fingerprint == COMMAND_SCHEMA_FINGERPRINT:
+        writer, reader = _SCHEMA, None
+    elif schema_fingerprint in _writers:
+        writer, reader = _writers[schema_fingerprint], _SCHEMA
+    else:
         raise JournalError(
             f"unknown command schema fingerprint {schema_fingerprint.hex()}, "
-            f"expected {COMMAND_SCHEMA_FINGERPRINT.hex()}"
+            f"expected {COMMAND_SCHEMA_FINGERPRINT.hex()} or an earlier one"
         )
-    # The override names the record only in the payload union: an optional error stays a
-    # plain record or None.
-    envelope = read_framed(data, _SCHEMA, None, what="command",
-                           body_error="malformed command body",
-                           return_record_name_override=True)
+    try:
+        # The override names the record only in the payload union: an optional error stays a
+        # plain record or None.
+        envelope = read_framed(data, writer, reader, what="command",
+                               body_error="malformed command body",
+                               return_record_name_override=True)
+    except SchemaResolutionError as exc:  # its message prints both schemas whole
+        raise JournalError(
+            f"a command of schema {schema_fingerprint.hex()} cannot be resolved to the current "
+            "schema"
+        ) from exc
     name, payload = envelope["payload"]
     try:
         command: Command = _BY_NAME[name].from_record(payload, envelope["run_id"])

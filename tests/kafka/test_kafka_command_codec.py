@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
+from fastavro import parse_schema, schemaless_writer
 from hypothesis import given
 from hypothesis import strategies as st
 
 from stepflow_stream.core.events import CancelRun, Command, ErrorInfo, SubmitRun, TaskResult
 from stepflow_stream.errors import JournalError
+from stepflow_stream.journal.codec import _fingerprint
 from stepflow_stream.kafka.command_codec import (
+    COMMAND_NAMESPACE,
     COMMAND_SCHEMA_FINGERPRINT,
     decode_command,
+    earlier_command_schemas,
     encode_command,
 )
 
@@ -94,3 +101,35 @@ def test_bad_bytes_raise_a_journal_error(data: bytes, message: str) -> None:
 def test_an_event_is_not_a_command() -> None:
     with pytest.raises(JournalError, match="no Avro record for command type"):
         encode_command(ErrorInfo("x", "y"))  # type: ignore[arg-type]
+
+
+RELEASED_BEFORE_FORKS = bytes.fromhex("4ba98ee72d956cdd")
+"""The fingerprint of the command schema clients wrote before forks added two SubmitRun fields
+(computed from the schema files of that release)."""
+
+
+def _written_with(schema: dict[str, object], run_id: str, name: str,
+                  record: dict[str, object]) -> bytes:
+    body = io.BytesIO()
+    schemaless_writer(body, parse_schema(copy.deepcopy(schema)),
+                      {"run_id": run_id, "payload": (f"{COMMAND_NAMESPACE}.{name}", record)})
+    return b"\x01" + _fingerprint(schema) + body.getvalue()
+
+
+def test_the_earlier_schema_is_the_one_released_before_forks() -> None:
+    assert [_fingerprint(s) for s in earlier_command_schemas()] == [RELEASED_BEFORE_FORKS]
+
+
+def test_a_submission_by_an_older_client_decodes_with_the_new_fields_defaulted() -> None:
+    # A rolling upgrade: an older client's SubmitRun reaches a newer orchestrator.
+    [earlier] = earlier_command_schemas()
+    data = _written_with(earlier, "run-1", "SubmitRun", {
+        "flow_id": "flow-1", "input": '{"n":1}', "variables": "{}", "parent_run_id": None,
+        "parent_step_id": None, "batch_id": "b", "batch_index": 3,
+    })
+    assert data[1:9] == RELEASED_BEFORE_FORKS
+    assert decode_command(data) == SubmitRun("run-1", "flow-1", {"n": 1}, {}, batch_id="b",
+                                             batch_index=3)
+    # Commands that did not change read as before.
+    cancel = _written_with(earlier, "run-1", "CancelRun", {"reason": "stop"})
+    assert decode_command(cancel) == CancelRun("run-1", "stop")
