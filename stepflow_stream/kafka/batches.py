@@ -10,7 +10,8 @@ into one such batch per partition.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
@@ -20,25 +21,34 @@ from stepflow_stream.kafka.records import key_partition
 __all__ = ["BatchingSender", "send_batched"]
 
 
+def _batches(producer: AIOKafkaProducer,
+             records: Sequence[tuple[bytes, bytes]]) -> Iterator[tuple[BatchBuilder, range]]:
+    """``records`` (key, value) packed in order into as few record batches as fit, each with
+    the indexes of the records it holds. A record larger than a batch is alone in one: an
+    empty batch takes any one record, and a full one takes no more."""
+    builder = producer.create_batch()
+    first = 0
+    for index, (key, value) in enumerate(records):
+        if builder.append(key=key, value=value, timestamp=None) is not None:
+            continue
+        yield builder, range(first, index)
+        builder, first = producer.create_batch(), index
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            raise ValueError(f"a record of {len(value)} bytes does not fit in an empty batch")
+    if len(records) > first:
+        yield builder, range(first, len(records))
+
+
 async def send_batched(
     producer: AIOKafkaProducer, topic: str, partition: int, records: list[tuple[bytes, bytes]]
 ) -> Awaitable[int]:
-    """Queue ``records`` (key, value) for one partition, in order, in as few record batches as
-    fit; returns what resolves to the last record's offset once the broker has them all."""
-    batches = []
-    builder = producer.create_batch()
-    for key, value in records:
-        if builder.append(key=key, value=value, timestamp=None) is None:
-            batches.append(builder)
-            builder = producer.create_batch()
-            if builder.append(key=key, value=value, timestamp=None) is None:
-                raise ValueError(f"a record of {len(value)} bytes does not fit in a batch")
-    batches.append(builder)
-    deliveries = []
-    for full in batches:
-        count: int = full.record_count()
-        delivery = await producer.send_batch(full, topic, partition=partition)
-        deliveries.append((delivery, count))
+    """Queue ``records`` (key, value; at least one) for one partition, in order, in as few
+    record batches as fit; returns what resolves to the last record's offset once the broker
+    has them all."""
+    if not records:
+        raise ValueError("send_batched needs at least one record")
+    deliveries = [(await producer.send_batch(batch, topic, partition=partition), len(indexes))
+                  for batch, indexes in _batches(producer, records)]
 
     async def last_offset() -> int:
         delivery, count = deliveries[-1]
@@ -99,44 +109,21 @@ class BatchingSender:
             self._flusher = None
 
     async def _send(self, partition: int, records: list[_Pending]) -> None:
-        producer = self._producer
-        builder = producer.create_batch()
-        members: list[asyncio.Future[None]] = []
-        for key, value, delivered in records:
-            if builder.append(key=key, value=value, timestamp=None) is not None:
-                members.append(delivered)
-                continue
-            if members:
-                await self._hand_over(builder, partition, members)
-                builder, members = producer.create_batch(), []
-                if builder.append(key=key, value=value, timestamp=None) is not None:
-                    members.append(delivered)
-                    continue
-            # Larger than a whole batch: sent on its own, so that its failure (a size limit of
-            # the producer or the broker) is its own, not its neighbours'.
+        for batch, indexes in _batches(self._producer, [(k, v) for k, v, _ in records]):
+            members = [records[index][2] for index in indexes]
             try:
-                alone = await producer.send(self.topic, value, key=key, partition=partition)
-            except Exception as exc:
-                _settle([delivered], exc)
+                delivery = await self._producer.send_batch(batch, self.topic,
+                                                           partition=partition)
+            except Exception as exc:  # a stopped producer
+                _settle(members, exc)
             else:
-                self._settle_on(alone, [delivered])
-        if members:
-            await self._hand_over(builder, partition, members)
+                self._settle_on(delivery, members)
 
-    async def _hand_over(self, builder: BatchBuilder, partition: int,
-                         members: list[asyncio.Future[None]]) -> None:
-        try:
-            delivery = await self._producer.send_batch(builder, self.topic, partition=partition)
-        except Exception as exc:
-            _settle(members, exc)
-        else:
-            self._settle_on(delivery, members)
-
-    def _settle_on(self, delivery: asyncio.Future[object],
+    def _settle_on(self, delivery: asyncio.Future[Any],
                    members: list[asyncio.Future[None]]) -> None:
         """Settle ``members`` as ``delivery`` ends."""
 
-        def settle(done: asyncio.Future[object]) -> None:
+        def settle(done: asyncio.Future[Any]) -> None:
             if done.cancelled():
                 for member in members:
                     member.cancel()

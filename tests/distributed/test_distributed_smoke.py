@@ -19,6 +19,7 @@ from fastavro import parse_schema, schemaless_writer
 from stepflow_stream.cli.loading import load_flow
 from stepflow_stream.config import load_config
 from stepflow_stream.core.events import CancelRun
+from stepflow_stream.core.flow import parse_flow_text
 from stepflow_stream.core.state import fold
 from stepflow_stream.distributed.client import DistributedClient
 from stepflow_stream.distributed.options import distributed_options
@@ -152,3 +153,31 @@ async def _committed_offsets(bootstrap: str, group: str, timeout_s: float,
         return False
     finally:
         await admin.close()
+
+
+ECHO_FLOW = """\
+schema: https://stepflow.org/schemas/v1/flow.json
+name: echo_large
+steps:
+  - {id: a, component: /builtin/noop, input: {text: {$input: text}}}
+output: {text: {$input: text}, after: {$step: a}}
+"""
+
+
+async def test_a_run_whose_events_are_larger_than_a_record_batch_completes(
+    cluster_factory,  # type: ignore[no-untyped-def]
+) -> None:
+    # 600 KB of input: RunCreated, the step's StepStarted (journal and task) and RunCompleted
+    # are each larger than the orchestrator's 512 KB record batches, and under Kafka's 1 MB.
+    cluster: AgentsCluster = cluster_factory(plugins_document=PLUGINS, driver="direct")
+    cluster.start_all([ORCHESTRATOR, "worker:builtin"])
+    config = load_config(cluster.config_path, {})
+    options = distributed_options(config)
+    text = "x" * 600_000
+    async with DistributedClient(options, config) as client:
+        run_id = await client.submit(parse_flow_text(ECHO_FLOW, "echo_large.yaml"),
+                                     {"text": text})
+        result = await client.wait(run_id, timeout_s=60)
+    assert result.ok, result
+    assert result.result == {"text": text, "after": {}}
+    assert cluster.processes[ORCHESTRATOR].alive()

@@ -100,3 +100,22 @@ async def test_send_batched_returns_the_last_offset_across_several_batches(
         await producer.stop()
     assert (first, last) == (0, 99)
     assert (await _read_all(kafka_bootstrap, topic))[1] == records
+
+
+async def test_send_batched_puts_a_record_larger_than_a_batch_alone_in_its_place(
+    kafka_bootstrap: str, topic: str
+) -> None:
+    # An event of a few hundred KB (a large step output) is larger than the orchestrator's
+    # batches: it is alone in one, in order, and the last offset still counts every record.
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, max_batch_size=16 * 1024)
+    await producer.start()
+    try:
+        records = [(b"k", b"a" * 100), (b"k", b"b" * 100), (b"k", b"L" * 40_000),
+                   (b"k", b"c" * 100), (b"k", b"M" * 40_000)]
+        last = await (await send_batched(producer, topic, 2, records))
+        with pytest.raises(ValueError, match="at least one record"):
+            await send_batched(producer, topic, 2, [])
+    finally:
+        await producer.stop()
+    assert last == len(records) - 1
+    assert (await _read_all(kafka_bootstrap, topic))[2] == records
