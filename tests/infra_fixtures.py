@@ -15,6 +15,7 @@ service whose pid ``.SERVICE-started-by-tests`` holds.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from collections.abc import Callable, Iterator
@@ -83,3 +84,20 @@ def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server: the URL of a database the test may create tables in."""
     yield from _service("STEPFLOW_POSTGRES_URL", "postgres", postgres_status, ensure_postgres,
                         stop_postgres)
+
+
+async def delete_topics(bootstrap: str, prefix: str) -> None:
+    """Delete the topics whose names start with ``prefix`` (a test's own): a broker that keeps
+    every test's topics gets slower for the tests and benchmarks after them. Leftover topics
+    only cost the broker some files, so a failed cleanup fails no test."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    with contextlib.suppress(Exception):
+        await admin.start()
+        try:
+            ours = [t for t in await admin.list_topics() if t.startswith(prefix)]
+            if ours:
+                await admin.delete_topics(ours)
+        finally:
+            await admin.close()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from infra_fixtures import delete_topics
 
 ORCHESTRATOR = "orchestrator"
 _READY = "[^Worker]: Ready"
@@ -144,23 +145,8 @@ class AgentsCluster:
         return [json.loads(m) for m in re.findall(r"caught up (\{.*\})", self.new_log(role))]
 
     def delete_topics(self) -> None:
-        """Delete the deployment's topics (after :meth:`stop`): a broker that keeps every
-        test's topics gets slower for the tests and benchmarks after them."""
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        async def delete() -> None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka_bootstrap)
-            await admin.start()
-            try:
-                ours = [t for t in await admin.list_topics() if t.startswith(self.prefix)]
-                if ours:
-                    await admin.delete_topics(ours)
-            finally:
-                await admin.close()
-
-        # Leftover topics only cost the broker some files: a failed cleanup fails no test.
-        with contextlib.suppress(Exception):
-            asyncio.run(delete())
+        """Delete the deployment's topics (after :meth:`stop`)."""
+        asyncio.run(delete_topics(self.kafka_bootstrap, self.prefix))
 
     def stop(self) -> None:
         for agent in self.processes.values():
