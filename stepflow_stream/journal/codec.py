@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, fields
 from io import BytesIO
 from pathlib import Path
@@ -169,12 +169,20 @@ def _without_fields(schema: Any, dropped: frozenset[tuple[str, str]]) -> Any:
     return schema
 
 
+def _schemas_before(
+    schema: dict[str, Any], additions: Sequence[Iterable[tuple[str, str]]]
+) -> list[dict[str, Any]]:
+    """``schema`` as it was before each of ``additions`` (the ``(record, field)`` pairs one
+    schema version added, oldest first): the commands' schema evolves the same way."""
+    return [
+        _without_fields(schema, frozenset(field for added in additions[since:] for field in added))
+        for since in range(len(additions))
+    ]
+
+
 def earlier_schemas() -> list[dict[str, Any]]:
     """The Envelope schemas before each field addition, oldest first."""
-    return [
-        _without_fields(current_schema(), frozenset(_ADDED_FIELDS[since:]))
-        for since in range(len(_ADDED_FIELDS))
-    ]
+    return _schemas_before(current_schema(), [(field,) for field in _ADDED_FIELDS])
 
 
 for _schema in earlier_schemas():

@@ -30,7 +30,7 @@ from stepflow_stream.journal.codec import (
     _read_schema_file,
     _record_codec,
     _RecordCodec,
-    _without_fields,
+    _schemas_before,
     frame_header,
     read_framed,
     read_header,
@@ -115,11 +115,7 @@ written with and resolved to the current one."""
 
 def earlier_command_schemas() -> list[dict[str, Any]]:
     """The command Envelope schemas before each addition, oldest first."""
-    return [
-        _without_fields(_COMMAND_SCHEMA,
-                        frozenset(field for group in _ADDED_FIELDS[since:] for field in group))
-        for since in range(len(_ADDED_FIELDS))
-    ]
+    return _schemas_before(_COMMAND_SCHEMA, _ADDED_FIELDS)
 
 
 _writers: dict[bytes, Any] = {
